@@ -15,6 +15,23 @@ def _cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from .cliutil import dataclass_overrides
+    from .study import StudyConfig, get_preset, run_study
+
+    try:
+        cfg = get_preset(args.preset, **dataclass_overrides(args, StudyConfig))
+    except ValueError as e:  # a bad option: say so, write nothing
+        print(f"m2po-lab study: error: {e}", file=sys.stderr)
+        return 2
+    summary = run_study(cfg, args.out, progress=not args.no_progress, threads=args.threads)
+    print(f"wrote {args.out}/summary.json, report.md and figures/ ({summary['wall_s']:.0f} s)")
+    for c in summary["phenomena"]:
+        mark = {True: "held", False: "NOT held", None: "n/a"}[c["held"]]
+        print(f"  {mark:9s} {c['phenomenon']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="m2po-lab",
@@ -23,6 +40,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("losses", help="list the registered policy losses")
     p.set_defaults(func=_cmd_losses)
+
+    from .cliutil import add_dataclass_options
+    from .study.config import PRESETS, StudyConfig
+
+    p = sub.add_parser(
+        "study",
+        help="run the toy staleness study (methods x staleness x seeds, batched) and write its report",
+        description="Train every (method, staleness, seed) run on the forking toy task at once and write "
+        "metrics.jsonl per run, summary.json, report.md and figures to --out. Interrupted? Run the same "
+        "command again: it resumes from the last checkpoint.",
+    )
+    p.add_argument("--preset", default="paper", help=f"one of {sorted(PRESETS)} (default: paper)")
+    p.add_argument("--out", default="runs/study", help="output directory (default: runs/study)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for tiny tensors)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_dataclass_options(p, StudyConfig)
+    p.set_defaults(func=_cmd_study)
     return parser
 
 

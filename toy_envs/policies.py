@@ -196,7 +196,7 @@ def bandit_logits(params, contexts: torch.Tensor) -> torch.Tensor:
 
 
 def supervised_warm_start(params, task, steps: int, lr: float, generator: Gen,
-                          fork_uniform_weight: float = 1.0) -> torch.Tensor:
+                          fork_uniform_weight: float = 1.0, fork_prior: float = 0.0) -> torch.Tensor:
     """Teach the fixed positions of a ``ForkingTextTask`` by cross-entropy (in place).
 
     Each step feeds every prompt teacher-forced with its fixed targets, fork positions
@@ -207,7 +207,11 @@ def supervised_warm_start(params, task, steps: int, lr: float, generator: Gen,
     LLM-like statistics of PROBES.md probe B (300 steps at lr 1e-2: about 0.03 nats at
     fixed positions, 2.08 = ln 8 at forks). With ``fork_uniform_weight=0`` (fixed
     positions only) the shared weights leak prompt-specific preferences into the forks,
-    which fall to about 0.5 nats. Loss = sum over runs (runs stay independent).
+    which fall to about 0.5 nats. ``fork_prior = q`` moves the fork target from uniform
+    to ``q * onehot(correct) + (1 - q) * uniform`` (the correct token of an unchained
+    task, ``fork_base``): an SFT model that already sometimes succeeds, which RL then
+    sharpens -- the usual starting point of RL on LLMs. Loss = sum over runs (runs stay
+    independent).
 
     Returns the last step's per-run loss, (R,) detached.
     """
@@ -223,7 +227,12 @@ def supervised_warm_start(params, task, steps: int, lr: float, generator: Gen,
         fixed = (~is_fork).float()  # (L,)
         loss = (nll * fixed).sum(dim=(1, 2)) / (P * fixed.sum()).clamp(min=1)  # (R,)
         if fork_uniform_weight > 0:
-            loss = loss - fork_uniform_weight * logp_all[:, :, is_fork].mean(dim=(1, 2, 3))  # (R,)
+            fork_logp = logp_all[:, :, is_fork]  # (R, P, F, V)
+            target = torch.full((P, int(is_fork.sum()), V), (1 - fork_prior) / V)  # (P, F, V)
+            if fork_prior > 0:
+                target.scatter_add_(-1, task.fork_base[..., None], torch.full((P, target.shape[1], 1), fork_prior))
+            ce = -(target * fork_logp).sum(-1).mean(dim=(1, 2))  # (R,)
+            loss = loss + fork_uniform_weight * ce
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()

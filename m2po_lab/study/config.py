@@ -1,0 +1,132 @@
+"""The toy staleness study's configuration and presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from .._checks import check_choice, check_nonnegative_int, check_positive
+from ..aggregation import AGG_MODES
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """One staleness study: every (method, staleness, seed) run trains as one batched model."""
+
+    methods: tuple[str, ...] = ("grpo", "no_tr", "m2po")
+    """Registered loss names to compare (any of ``m2po_lab.losses.LOSSES``)."""
+    staleness: tuple[int, ...] = (0, 32, 64, 128, 256)
+    """Staleness k in optimizer updates (multiples of updates_per_step), as in the paper."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """One run per seed; a seed fixes the initial policy and the sampling stream."""
+    updates: int = 1200
+    """Optimizer updates per run."""
+    updates_per_step: int = 4
+    """Mini-batch updates per rollout batch (the paper: 4)."""
+    prompts_per_step: int = 32
+    """Prompts per rollout batch."""
+    group_size: int = 8
+    """Responses per prompt (GRPO group size G; the paper: 8)."""
+    lr: float = 1e-3
+    """Adam learning rate of the RL phase."""
+    max_grad_norm: float = 1.0
+    """Per-run gradient-norm clip (0 disables)."""
+    agg_mode: str = "token-mean"
+    """Loss aggregation (``m2po_lab.aggregation.AGG_MODES``)."""
+    tau: float = 0.04
+    """M2PO second-moment budget (the paper's 0.04)."""
+    eps_low: float = 0.2
+    """GRPO lower clip."""
+    eps_high: float = 0.2
+    """GRPO upper clip."""
+    n_prompts: int = 64
+    """Forking-text task: number of prompts."""
+    length: int = 12
+    """Forking-text task: response length L."""
+    vocab_size: int = 8
+    """Forking-text task: vocabulary size V."""
+    n_forks: int = 3
+    """Forking-text task: forking positions."""
+    reward: str = "graded"
+    """Forking-text task: "graded" or "binary"."""
+    task_seed: int = 0
+    """Seed of the task tables (same for every run)."""
+    hidden: int = 64
+    """Policy MLP width."""
+    warm_start_steps: int = 300
+    """Supervised warm-start steps (fixed positions) before RL."""
+    warm_start_lr: float = 1e-2
+    """Adam learning rate of the warm start."""
+    fork_prior: float = 0.0
+    """Warm-start fork target: fork_prior * correct + (1 - fork_prior) * uniform (0: uniform)."""
+    eval_every: int = 50
+    """Evaluate (sampled reward on every prompt) every this many updates."""
+    eval_samples: int = 4
+    """Samples per prompt at evaluation."""
+    hist_every: int = 100
+    """Record importance-weight histograms and entropy-by-ratio bins every this many updates."""
+    checkpoint_every: int = 200
+    """Write a checkpoint every this many updates (0 disables)."""
+
+    def __post_init__(self):
+        from ..losses import LOSSES
+
+        if not self.methods:
+            raise ValueError("methods must name at least one loss; accepted: " + ", ".join(sorted(LOSSES)))
+        for m in self.methods:
+            check_choice("methods", m, LOSSES)
+        if not self.seeds:
+            raise ValueError("seeds must hold at least one seed, e.g. (0,)")
+        if not self.staleness:
+            raise ValueError("staleness must hold at least one value, e.g. (0, 256)")
+        for name in ("updates", "updates_per_step", "prompts_per_step", "eval_every", "hist_every", "eval_samples"):
+            check_positive(name, getattr(self, name))
+            check_nonnegative_int(name, getattr(self, name))
+        for s in self.staleness:
+            check_nonnegative_int("staleness", s)
+            if s % self.updates_per_step:
+                raise ValueError(
+                    f"staleness={s} must be a multiple of updates_per_step={self.updates_per_step} "
+                    "(stale batches are whole rollout steps)"
+                )
+        for sd in self.seeds:
+            check_nonnegative_int("seeds", sd)
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be an integer >= 2, got {self.group_size!r}")
+        if self.prompts_per_step % self.updates_per_step:
+            raise ValueError(
+                f"prompts_per_step={self.prompts_per_step} must be divisible by updates_per_step="
+                f"{self.updates_per_step} (each mini-batch holds whole groups)"
+            )
+        check_choice("agg_mode", self.agg_mode, AGG_MODES)
+        check_choice("reward", self.reward, ("graded", "binary"))
+        check_positive("lr", self.lr)
+        check_positive("tau", self.tau)
+        check_nonnegative_int("checkpoint_every", self.checkpoint_every)
+        check_nonnegative_int("warm_start_steps", self.warm_start_steps)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StudyConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown study config keys {sorted(unknown)}; accepted: {sorted(names)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
+
+
+PRESETS: dict[str, StudyConfig] = {
+    "paper": StudyConfig(),
+    "quick": StudyConfig(
+        methods=("grpo", "m2po"), staleness=(0, 8), seeds=(0,), updates=40, eval_every=10, hist_every=20,
+        checkpoint_every=20, warm_start_steps=50,
+    ),
+}
+
+
+def get_preset(name: str, **overrides) -> StudyConfig:
+    """A preset with fields replaced by ``overrides`` (None values are ignored)."""
+    check_choice("preset", name, PRESETS)
+    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})

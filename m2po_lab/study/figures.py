@@ -1,0 +1,121 @@
+"""The study's PNG figures (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .config import StudyConfig  # noqa: E402
+from .driver import read_metrics  # noqa: E402
+from .runner import RunSpec  # noqa: E402
+
+
+def _series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    pts = [(r["update"], r[key]) for r in rows if r.get(key) is not None]
+    return (np.array([p[0] for p in pts]), np.array([p[1] for p in pts], dtype=float)) if pts else (np.array([]),) * 2
+
+
+def _smooth(y: np.ndarray, w: int) -> np.ndarray:
+    if len(y) < w or w <= 1:
+        return y
+    return np.convolve(y, np.ones(w) / w, mode="same")
+
+
+def _band(ax, curves: list[tuple[np.ndarray, np.ndarray]], label: str, color=None, log=False):
+    curves = [c for c in curves if len(c[0])]
+    if not curves:
+        return
+    n = min(len(c[0]) for c in curves)
+    x = curves[0][0][:n]
+    ys = np.stack([c[1][:n] for c in curves])
+    mean = ys.mean(0)
+    (line,) = ax.plot(x, mean, label=label, color=color)
+    if len(curves) > 1:
+        ax.fill_between(x, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.15)
+    if log:
+        ax.set_yscale("log")
+
+
+def make_figures(out: Path, specs: list[RunSpec], cfg: StudyConfig, entropy_bins: dict | None) -> list[Path]:
+    fig_dir = out / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    rows = {s: read_metrics(out / "runs" / s.name / "metrics.jsonl") for s in specs}
+    by = defaultdict(list)
+    for s in specs:
+        by[(s.method, s.staleness)].append(s)
+    stal = sorted(cfg.staleness)
+    paths = []
+
+    # 1. eval reward vs updates per method, one panel per staleness
+    fig, axes = plt.subplots(1, len(stal), figsize=(4 * len(stal), 3.2), sharey=True, squeeze=False)
+    for ax, k in zip(axes[0], stal):
+        for m in cfg.methods:
+            _band(ax, [_series(rows[s], "eval/reward") for s in by[(m, k)]], m)
+        ax.set_title(f"staleness {k}")
+        ax.set_xlabel("update")
+    axes[0][0].set_ylabel("eval reward")
+    axes[0][-1].legend(fontsize=8)
+    paths.append(_save(fig, fig_dir / "reward_by_method.png"))
+
+    # 2. the GRPO staleness sweep
+    if "grpo" in cfg.methods:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        cmap = plt.get_cmap("viridis")
+        for i, k in enumerate(stal):
+            _band(ax, [_series(rows[s], "eval/reward") for s in by[("grpo", k)]], f"s={k}",
+                  color=cmap(i / max(len(stal) - 1, 1)))
+        ax.set(xlabel="update", ylabel="eval reward", title="GRPO (eps 0.2) by staleness")
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, fig_dir / "grpo_staleness_sweep.png"))
+
+    # 3. clipped / masked fraction vs updates (log scale)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), squeeze=False)
+    for ax, k in zip(axes[0], (stal[0], stal[-1])):
+        for m in cfg.methods:
+            curves = [_series(rows[s], "clip/frac") for s in by[(m, k)]]
+            curves = [(x, _smooth(y, 25) + 1e-6) for x, y in curves]
+            _band(ax, curves, m, log=True)
+        ax.set(title=f"clipped / masked tokens, staleness {k}", xlabel="update", ylabel="fraction (log)")
+        ax.legend(fontsize=8)
+    paths.append(_save(fig, fig_dir / "clip_fraction.png"))
+
+    # 4. entropy vs |r - 1| (the paper's Fig. 3b)
+    if entropy_bins:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        edges = [e if e is not None else float("inf") for e in entropy_bins["edges"]]
+        labels = [f"{a:g}-{b:g}" if b != float("inf") else f">{a:g}" for a, b in zip(edges, edges[1:])]
+        keep = [i for i, n in enumerate(entropy_bins["counts"]) if n > 0]
+        ax.bar([labels[i] for i in keep], [entropy_bins["entropy"][i] for i in keep])
+        ax.set(xlabel="|r - 1|", ylabel="mean token entropy (nats)",
+               title=f"entropy vs |r - 1|, staleness {stal[-1]}")
+        ax.tick_params(axis="x", rotation=45)
+        paths.append(_save(fig, fig_dir / "entropy_vs_ratio.png"))
+
+    # 5. importance-weight histograms at chosen updates (highest staleness, first seed)
+    methods = list(cfg.methods)
+    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.2), squeeze=False, sharey=True)
+    for ax, m in zip(axes[0], methods):
+        spec = by[(m, stal[-1])][0]
+        recs = [r for r in rows[spec] if r.get("is/log_ratio_hist")]
+        for r in recs[:: max(1, len(recs) // 4)]:
+            h = r["is/log_ratio_hist"]
+            centers = (np.array(h["edges"][:-1]) + np.array(h["edges"][1:])) / 2
+            ax.plot(centers, np.array(h["counts"]) + 0.5, label=f"update {r['update']}")
+        ax.set(yscale="log", title=f"{m}, staleness {stal[-1]}", xlabel="log r")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("tokens")
+    paths.append(_save(fig, fig_dir / "log_ratio_histograms.png"))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

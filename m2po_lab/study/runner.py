@@ -1,0 +1,203 @@
+"""The toy staleness study: every (method, staleness, seed) run trained at once.
+
+All runs share one stacked policy (a leading run dimension R, ``toy_envs.policies``);
+each run has its own loss (from the registry), its own staleness and its own random
+stream. Per rollout step: sample a batch with the current policy for every run, pick
+for each run the batch generated ``staleness`` updates ago (base-policy batches during
+its first ``staleness`` updates, as in the paper), then ``updates_per_step`` mini-batch
+updates. Runs stay independent: the total loss is a sum of per-run losses and Adam acts
+per element; gradient clipping is per run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from toy_envs import ForkingTextConfig, ForkingTextTask
+from toy_envs import policies as pol
+
+from ..advantages import group_advantages
+from ..aggregation import aggregate
+from ..losses import LossConfig, get_loss
+from .config import StudyConfig
+
+LOG_RATIO_EDGES = torch.arange(-20, 21) / 10  # -2.0, -1.9, ..., 2.0
+RATIO_DEV_EDGES = torch.tensor([0.0, 0.01, 0.03, 0.1, 0.2, 0.4, 0.7, 1.0, 2.0, float("inf")])
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a study."""
+
+    method: str
+    staleness: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}_s{self.staleness}_seed{self.seed}"
+
+
+def run_specs(cfg: StudyConfig) -> list[RunSpec]:
+    return [RunSpec(m, s, sd) for m in cfg.methods for s in cfg.staleness for sd in cfg.seeds]
+
+
+def make_task(cfg: StudyConfig) -> ForkingTextTask:
+    return ForkingTextTask(
+        ForkingTextConfig(
+            n_prompts=cfg.n_prompts, length=cfg.length, vocab_size=cfg.vocab_size, n_forks=cfg.n_forks,
+            reward=cfg.reward, seed=cfg.task_seed,
+        )
+    )
+
+
+def loss_config(cfg: StudyConfig) -> LossConfig:
+    return LossConfig(tau=cfg.tau, eps_low=cfg.eps_low, eps_high=cfg.eps_high)
+
+
+class BatchedStudy:
+    """State of all runs of a study: parameters, optimizer, stale rollouts, RNG streams."""
+
+    def __init__(self, cfg: StudyConfig):
+        self.cfg = cfg
+        self.specs = run_specs(cfg)
+        self.task = make_task(cfg)
+        R = len(self.specs)
+        self.gens = pol.run_generators([s.seed for s in self.specs])
+        pcfg = pol.PolicyConfig.for_task(self.task, hidden=cfg.hidden)
+        self.params = pol.init_params(R, pcfg, self.gens)
+        if cfg.warm_start_steps:
+            pol.supervised_warm_start(
+                self.params, self.task, cfg.warm_start_steps, cfg.warm_start_lr, self.gens, fork_prior=cfg.fork_prior
+            )
+        self.base = {k: v.detach().clone() for k, v in self.params.items()}  # the base policy
+        self.opt = torch.optim.Adam(self.params.values(), lr=cfg.lr)
+        self.depth = torch.tensor([s.staleness // cfg.updates_per_step for s in self.specs])  # (R,) steps
+        self.rollouts: dict[int, dict[str, torch.Tensor]] = {}  # step -> batch of every run
+        self.update = 0
+        self.loss_cfg = loss_config(cfg)
+        self.groups: dict[str, list[int]] = {}
+        for r, s in enumerate(self.specs):
+            self.groups.setdefault(s.method, []).append(r)
+
+    # ------------------------------------------------------------ rollouts
+    @torch.no_grad()
+    def _generate(self, params, runs: list[int], version: int) -> dict[str, torch.Tensor]:
+        cfg, G = self.cfg, self.cfg.group_size
+        gens = [self.gens[r] for r in runs]  # each run draws from its own stream
+        sub = {k: v[runs] for k, v in params.items()}
+        prompts = torch.stack([self.task.sample_prompts(cfg.prompts_per_step, g) for g in gens])  # (R', P)
+        prompts = prompts.repeat_interleave(G, dim=1)  # (R', N) groups contiguous
+        responses, logp = pol.sample(sub, prompts, gens)  # (R', N, L), (R', N, L)
+        rewards = self.task.score(prompts.reshape(-1), responses.reshape(-1, responses.shape[-1]))
+        rewards = rewards.view(len(runs), -1)  # (R', N)
+        adv = group_advantages(rewards.reshape(-1), G).view_as(rewards)  # (R', N)
+        version_t = torch.full((len(runs),), version)
+        return dict(prompts=prompts, responses=responses.to(torch.uint8), old_logp=logp, rewards=rewards, adv=adv,
+                    version=version_t)  # token ids as uint8 (V <= 256): the queue is the memory
+
+    def _stale_batch(self, step: int) -> dict[str, torch.Tensor]:
+        """For every run, the rollout batch generated ``depth`` steps before ``step``."""
+        R = len(self.specs)
+        self.rollouts[step] = self._generate(self.params, list(range(R)), version=self.update)
+        source = step - self.depth  # (R,) step each run trains from; < 0: base policy
+        need_base = [r for r in range(R) if source[r] < 0]
+        base = self._generate(self.base, need_base, version=0) if need_base else None
+        parts = []
+        for r in range(R):
+            if source[r] < 0:
+                i = need_base.index(r)
+                parts.append({k: v[i] for k, v in base.items()})
+            else:
+                parts.append({k: v[r] for k, v in self.rollouts[int(source[r])].items()})
+        oldest = step - int(self.depth.max())
+        for s in [s for s in self.rollouts if s <= oldest]:
+            del self.rollouts[s]
+        return {k: torch.stack([p[k] for p in parts]) for k in parts[0]}
+
+    # ------------------------------------------------------------ one update
+    def _update(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One optimizer update of every run on its mini-batch. Returns (R,)-tensors of metrics."""
+        cfg = self.cfg
+        responses = mb["responses"].long()  # (R, n, L)
+        logp, ent = pol.token_logp_and_entropy(self.params, mb["prompts"], responses)  # (R, n, L)
+        mask = torch.ones(logp.shape[1:], dtype=torch.bool)  # (n, L) fixed-length responses
+        total = logp.new_zeros(())
+        per_run: list[dict[str, torch.Tensor]] = [None] * len(self.specs)
+        for method, runs in self.groups.items():
+            loss_fn = get_loss(method)
+            for r in runs:
+                per_token, metrics = loss_fn(logp[r], mb["old_logp"][r], mb["adv"][r], mask, self.loss_cfg)
+                loss = aggregate(per_token, mask, cfg.agg_mode)
+                total = total + loss
+                metrics["loss"] = loss.detach()
+                per_run[r] = metrics
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        grads = [p.grad for p in self.params.values()]
+        grad_norm = torch.stack([g.flatten(1).square().sum(1) for g in grads]).sum(0).sqrt()  # (R,)
+        if cfg.max_grad_norm > 0:
+            scale = (cfg.max_grad_norm / (grad_norm + 1e-6)).clamp(max=1.0)  # (R,)
+            for g in grads:
+                g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
+        self.opt.step()
+        self.update += 1
+        log_ratio = logp.detach() - mb["old_logp"]  # (R, n, L)
+        out = {
+            "reward": mb["rewards"].mean(1),
+            "m2": log_ratio.square().mean((1, 2)),
+            "entropy": ent.detach().mean((1, 2)),
+            "grad_norm": grad_norm,
+            "staleness": (self.update - 1) - mb["version"],
+            "_log_ratio": log_ratio,  # (R, n, L) for histograms
+            "_entropy": ent.detach(),
+        }
+        return out, per_run
+
+    @torch.no_grad()
+    def evaluate(self) -> torch.Tensor:
+        """Mean sampled reward on every prompt, ``eval_samples`` each, common random numbers. (R,)"""
+        cfg, R = self.cfg, len(self.specs)
+        prompts = torch.arange(cfg.n_prompts).repeat(cfg.eval_samples).expand(R, -1)  # (R, P*k)
+        gen = torch.Generator().manual_seed(12345)
+        responses, _ = pol.sample(self.params, prompts, gen)
+        rewards = self.task.score(prompts.reshape(-1), responses.reshape(-1, responses.shape[-1]))
+        return rewards.view(R, -1).mean(1)
+
+    def steps(self):
+        """Yield ``(update_metrics, per_run_loss_metrics)`` after every optimizer update."""
+        cfg = self.cfg
+        n_mb = cfg.prompts_per_step * cfg.group_size // cfg.updates_per_step
+        while self.update < cfg.updates:
+            step = self.update // cfg.updates_per_step
+            batch = self._stale_batch(step)
+            for m in range(cfg.updates_per_step):
+                rows = slice(m * n_mb, (m + 1) * n_mb)
+                yield self._update({k: (v[:, rows] if v.dim() > 1 else v) for k, v in batch.items()})
+                if self.update >= cfg.updates:
+                    return
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "update": self.update,
+            "params": {k: v.detach() for k, v in self.params.items()},
+            "base": self.base,
+            "opt": self.opt.state_dict(),
+            "gens": [g.get_state() for g in self.gens],
+            "rollouts": {str(k): v for k, v in self.rollouts.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.update = int(state["update"])
+        with torch.no_grad():
+            for k, v in state["params"].items():
+                self.params[k].copy_(v)
+        self.base = state["base"]
+        self.opt.load_state_dict(state["opt"])
+        for g, s in zip(self.gens, state["gens"]):
+            g.set_state(s)
+        self.rollouts = {int(k): v for k, v in state["rollouts"].items()}

@@ -1,0 +1,139 @@
+"""Tiny end-to-end runs of the real study entry point (the CLI)."""
+
+import json
+
+import pytest
+import torch
+
+from m2po_lab.cli import main
+from m2po_lab.study import StudyConfig, get_preset, read_metrics, run_study
+from m2po_lab.study import runner as runner_mod
+
+TINY = [
+    "study", "--preset", "quick", "--methods", "grpo", "no_tr", "m2po", "--staleness", "0", "8", "--seeds", "0", "1",
+    "--updates", "20", "--eval-every", "5", "--hist-every", "10", "--checkpoint-every", "8",
+    "--warm-start-steps", "20", "--n-prompts", "8", "--prompts-per-step", "8", "--no-progress",
+]
+SUMMARY_KEYS = {"method", "staleness", "seed", "final_reward", "peak_reward", "peak_update", "clip_frac_mean",
+                "m2_mean", "collapsed", "wall_s"}
+ROW_KEYS = {"update", "staleness", "reward", "loss", "entropy", "grad_norm", "m2", "clip/frac", "is/ratio_mean",
+            "is/ratio_max", "is/log_ratio_abs_p99", "kl/k1", "kl/k3"}
+
+
+def _metrics(out):
+    return {p.parent.name: p.read_text() for p in sorted((out / "runs").glob("*/metrics.jsonl"))}
+
+
+def test_cli_study_writes_every_artifact(tmp_path):
+    out = tmp_path / "study"
+    assert main([*TINY, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) >= {"config", "runs"}
+    assert StudyConfig.from_dict(summary["config"]).updates == 20
+    assert len(summary["runs"]) == 3 * 2 * 2
+    for run in summary["runs"]:
+        assert SUMMARY_KEYS <= set(run)
+        assert isinstance(run["collapsed"], bool)
+    for name, text in _metrics(out).items():
+        rows = [json.loads(line) for line in text.splitlines()]
+        assert [r["update"] for r in rows] == list(range(20)), name
+        for r in rows:
+            assert ROW_KEYS <= set(r), name
+        if name.startswith("m2po"):
+            assert {"m2po/m2_before", "m2po/mask_frac", "m2po/threshold"} <= set(rows[0])
+        evals = [r["update"] for r in rows if "eval/reward" in r]
+        assert evals == [4, 9, 14, 19]
+        hists = [r for r in rows if "is/log_ratio_hist" in r]
+        assert [r["update"] for r in hists] == [0, 10, 19]
+        h = hists[-1]
+        assert len(h["is/log_ratio_hist"]["counts"]) == len(h["is/log_ratio_hist"]["edges"]) - 1
+        assert len(h["entropy_by_ratio"]["entropy"]) == len(h["entropy_by_ratio"]["counts"])
+        s8 = [r["staleness"] for r in rows] if "_s8_" in name else None
+        if s8:  # 4 updates per step, depth 2 steps: staleness 0..7 while on base batches, then 8..11
+            assert s8[:8] == list(range(8)) and s8[8:12] == [8, 9, 10, 11]
+    for fig in ("reward_by_method", "grpo_staleness_sweep", "clip_fraction", "entropy_vs_ratio", "log_ratio_histograms"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
+    report = (out / "report.md").read_text()
+    assert "Phenomena" in report and "| grpo |" in report
+    assert not (out / "checkpoint.pt").exists()  # removed once the study finished
+
+
+def test_same_seed_same_metrics(tmp_path):
+    main([*TINY, "--out", str(tmp_path / "a")])
+    main([*TINY, "--out", str(tmp_path / "b")])
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+
+
+def test_interrupted_study_resumes_without_duplicates(tmp_path, monkeypatch):
+    main([*TINY, "--out", str(tmp_path / "full")])
+    original = runner_mod.BatchedStudy._update
+    calls = {"n": 0}
+
+    def crashing(self, mb):
+        calls["n"] += 1
+        if calls["n"] > 13:  # after the checkpoint at update 8, mid-way to the next
+            raise KeyboardInterrupt
+        return original(self, mb)
+
+    monkeypatch.setattr(runner_mod.BatchedStudy, "_update", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        main([*TINY, "--out", str(tmp_path / "resumed")])
+    partial = read_metrics(tmp_path / "resumed" / "runs" / "m2po_s8_seed0" / "metrics.jsonl")
+    assert [r["update"] for r in partial] == list(range(13))  # lines past the checkpoint exist...
+    assert (tmp_path / "resumed" / "checkpoint.pt").exists()
+    monkeypatch.setattr(runner_mod.BatchedStudy, "_update", original)
+    assert main([*TINY, "--out", str(tmp_path / "resumed")]) == 0  # ...and are replaced on resume
+    assert _metrics(tmp_path / "resumed") == _metrics(tmp_path / "full")
+
+
+def test_torn_last_line_is_dropped(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"update": 0}\n{"update": 1}\n{"upda')
+    assert [r["update"] for r in read_metrics(p)] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--methods", "grpo", "ppo9"], "methods='ppo9'"),
+        (["--preset", "huge"], "preset='huge'"),
+        (["--staleness", "-4"], "staleness"),
+        (["--staleness", "6"], "multiple of updates_per_step"),
+        (["--seeds"], None),
+        (["--updates", "0"], "updates"),
+    ],
+)
+def test_bad_configuration_is_a_clear_error_and_writes_nothing(tmp_path, capsys, args, match):
+    out = tmp_path / "bad"
+    if match is None:  # argparse: --seeds needs at least one value
+        with pytest.raises(SystemExit):
+            main(["study", "--out", str(out), *args])
+    else:
+        assert main(["study", "--out", str(out), *args]) == 2
+        assert match in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_empty_seeds_in_python_api():
+    with pytest.raises(ValueError, match="seeds"):
+        get_preset("quick", seeds=())
+
+
+def test_out_dir_with_another_study_is_refused(tmp_path):
+    main([*TINY, "--out", str(tmp_path / "s")])
+    with pytest.raises(ValueError, match="different config"):
+        run_study(get_preset("quick", updates=21), tmp_path / "s", progress=False)
+
+
+def test_batched_runs_do_not_interact():
+    """A run's trajectory does not depend on the other runs trained beside it."""
+    torch.manual_seed(0)
+    small = get_preset("quick", methods=("m2po",), staleness=(8,), seeds=(1,), updates=12, warm_start_steps=10,
+                       n_prompts=8, prompts_per_step=8)
+    big = get_preset("quick", methods=("grpo", "m2po"), staleness=(0, 8), seeds=(0, 1), updates=12,
+                     warm_start_steps=10, n_prompts=8, prompts_per_step=8)
+    a, b = runner_mod.BatchedStudy(small), runner_mod.BatchedStudy(big)
+    ra = [out["reward"][0].item() for out, _ in a.steps()]
+    idx = [i for i, s in enumerate(b.specs) if s == a.specs[0]][0]
+    rb = [out["reward"][idx].item() for out, _ in b.steps()]
+    assert ra == rb
