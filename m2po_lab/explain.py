@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from . import masking
+from ._checks import check_choice
 from .losses import LossConfig, get_loss
 from .metrics import importance_metrics
 
@@ -148,20 +149,35 @@ def method_table(fates: dict[str, dict], log_ratio, candidates) -> list[dict]:
     return rows
 
 
-def histogram_data(log_ratio, adv, mask, bins: int = 60) -> dict:
-    """Counts of valid-token log r per quadrant, on edges symmetric about 0 (0 is an edge).
+def histogram_edges(limit: float, bins: int = 60, spacing: str = "linear", width: float = 0.1) -> np.ndarray:
+    """``bins + 1`` edges on ``[-limit, limit]``, symmetric about 0 with 0 an edge (``bins`` even).
+
+    ``spacing="asinh"``: uniform in ``asinh(x / width)``: fine bins near 0 where most
+    tokens are, coarse ones in the heavy tails (matches a symmetric-log axis).
+    """
+    check_choice("spacing", spacing, ("linear", "asinh"))
+    bins = bins + bins % 2
+    limit = limit * (1 + 1e-9) if limit > 0 else 1.0
+    if spacing == "linear":
+        return np.linspace(-limit, limit, bins + 1)
+    u = np.linspace(-np.arcsinh(limit / width), np.arcsinh(limit / width), bins + 1)
+    edges = width * np.sinh(u)
+    edges[bins // 2] = 0.0
+    return edges
+
+
+def histogram_data(log_ratio, adv, mask, bins: int = 60, spacing: str = "linear") -> dict:
+    """Counts of valid-token log r per quadrant, on :func:`histogram_edges` over ``max |log r|``.
 
     Returns ``{"edges": (bins + 1,) array, "counts": {quadrant: (bins,) int array}}`` with
-    :data:`QUADRANTS` as keys. ``bins`` is rounded up to an even number.
+    :data:`QUADRANTS` as keys; every valid token is counted once. ``bins`` is rounded up to
+    an even number, so 0 is an edge and each bin lies on one side of r = 1.
     """
     mask = mask.bool()
     adv_bt = adv[:, None].expand_as(log_ratio) if adv.dim() == 1 else adv
     lr = log_ratio[mask].detach().double().numpy()  # (N,)
     a = adv_bt[mask].detach().double().numpy()  # (N,)
-    bins = bins + bins % 2
-    limit = float(np.abs(lr).max()) if lr.size else 1.0
-    limit = limit * (1 + 1e-9) if limit > 0 else 1.0
-    edges = np.linspace(-limit, limit, bins + 1)
+    edges = histogram_edges(float(np.abs(lr).max()) if lr.size else 1.0, bins, spacing)
     groups = {
         QUADRANTS[0]: (a > 0) & (lr > 0),
         QUADRANTS[1]: (a < 0) & (lr < 0),
@@ -205,12 +221,14 @@ def loss_sources(name: str) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- one call for the app
-def explain_batch(log_ratio, adv, mask, cfg: LossConfig | None = None, methods=METHODS, bins: int = 60) -> dict:
+def explain_batch(
+    log_ratio, adv, mask, cfg: LossConfig | None = None, methods=METHODS, bins: int = 60, spacing: str = "linear"
+) -> dict:
     """Everything page 1 shows for one batch, as NumPy arrays and floats (cheap to cache).
 
     Keys: ``log_ratio``, ``adv``, ``candidates`` (N,) over valid tokens; ``weight``,
     ``zeroed``, ``fate`` (``{method: (N,)}``); ``metrics`` (``{method: {key: float}}``);
-    ``table`` (rows of :func:`method_table`); ``hist`` (:func:`histogram_data`).
+    ``table`` (rows of :func:`method_table`); ``hist`` (:func:`histogram_data` with ``bins``, ``spacing``).
     """
     cfg = LossConfig() if cfg is None else cfg
     mask = mask.bool()
@@ -227,5 +245,5 @@ def explain_batch(log_ratio, adv, mask, cfg: LossConfig | None = None, methods=M
         "fate": {k: np.array(fate_labels(k, f["weight"], f["zeroed"], lr)) for k, f in fates.items()},
         "metrics": {k: f["metrics"] for k, f in fates.items()},
         "table": method_table(fates, lr, cand),
-        "hist": histogram_data(log_ratio, adv_bt, mask, bins),
+        "hist": histogram_data(log_ratio, adv_bt, mask, bins, spacing),
     }

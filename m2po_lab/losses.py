@@ -19,6 +19,7 @@ mini-batch and then run the backward pass in micro-batches (see :func:`batch_sta
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -91,13 +92,27 @@ _BATCH_STATE: dict[str, Callable] = {}
 
 
 def register_loss(name: str, batch_state: Callable | None = None):
-    """Register ``fn`` under ``name`` (optionally with a mini-batch-scope state function)."""
+    """Register a loss under ``name``, optionally with a mini-batch-scope state function.
 
-    def deco(fn: LossFn) -> LossFn:
-        LOSSES[name] = fn
+    Decorates the pure core ``compute(log_ratio, adv, mask, cfg, **state)`` (log_ratio and
+    adv (B, T), mask bool (B, T), padding already zeroed, cfg a LossConfig) and returns the
+    public loss with the package signature, which validates its inputs and calls the core.
+    The core stays reachable as ``LOSSES[name].compute``: free of host syncs and Python
+    branches on data, it can be ``torch.func.vmap``-ed over independent runs (the toy
+    study trains 45 runs at once that way).
+    """
+
+    def deco(compute: Callable) -> LossFn:
+        @functools.wraps(compute)
+        def loss_fn(logp, old_logp, adv, mask, cfg=None, **state):
+            cfg, log_ratio, adv, mask = _prepare(logp, old_logp, adv, mask, cfg)
+            return compute(log_ratio, adv, mask, cfg, **state)
+
+        loss_fn.compute = compute
+        LOSSES[name] = loss_fn
         if batch_state is not None:
             _BATCH_STATE[name] = batch_state
-        return fn
+        return loss_fn
 
     return deco
 
@@ -152,7 +167,7 @@ def _ppo_clip(ratio, adv, low, high):
 
 # ---------------------------------------------------------------- the losses
 @register_loss("grpo")
-def grpo_loss(logp, old_logp, adv, mask, cfg=None):
+def grpo_loss(log_ratio, adv, mask, cfg):
     """GRPO / PPO clipped surrogate, optional clip-higher and dual clip.
 
     ``l = max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high))``; with ``dual_clip_c = c``,
@@ -160,7 +175,6 @@ def grpo_loss(logp, old_logp, adv, mask, cfg=None):
     (arXiv 2402.03300, Eq. 3), clip-higher (DAPO, arXiv 2503.14476), dual clip
     (arXiv 1912.09729). Shapes as in the module docstring; minimised.
     """
-    cfg, log_ratio, adv, mask = _prepare(logp, old_logp, adv, mask, cfg)
     ratio = _ratio(log_ratio, cfg.log_ratio_clamp)
     per_token, clipped = _ppo_clip(ratio, adv, 1 - cfg.eps_low, 1 + cfg.eps_high)
     extra = {
@@ -177,19 +191,18 @@ def grpo_loss(logp, old_logp, adv, mask, cfg=None):
 
 
 @register_loss("no_tr")
-def no_trust_region_loss(logp, old_logp, adv, mask, cfg=None):
+def no_trust_region_loss(log_ratio, adv, mask, cfg):
     """Plain importance-weighted policy gradient, no trust region: ``l = -A r``.
 
     The paper's "GRPO no TR" (arXiv 2510.01161, Fig. 1): stale data first helps,
     then training collapses. Shapes as in the module docstring; minimised.
     """
-    cfg, log_ratio, adv, mask = _prepare(logp, old_logp, adv, mask, cfg)
     per_token = -adv * _ratio(log_ratio, cfg.log_ratio_clamp)
     return _finish(per_token, mask, torch.zeros_like(mask), log_ratio)
 
 
 @register_loss("gspo")
-def gspo_loss(logp, old_logp, adv, mask, cfg=None):
+def gspo_loss(log_ratio, adv, mask, cfg):
     """GSPO, sequence-level ratio (arXiv 2507.18071, in its GSPO-token form).
 
     ``s_i = exp(mean_t log r_it)`` over the valid tokens of sequence i;
@@ -198,7 +211,6 @@ def gspo_loss(logp, old_logp, adv, mask, cfg=None):
     GSPO's small range (3e-4, 4e-4). Pair it with ``seq-mean-token-mean`` aggregation to get
     GSPO's ``1/|y_i|`` weighting. ``clip/frac`` counts tokens of clipped sequences.
     """
-    cfg, log_ratio, adv, mask = _prepare(logp, old_logp, adv, mask, cfg)
     lengths = mask.sum(-1, keepdim=True).clamp(min=1)  # (B, 1)
     seq_log_ratio = log_ratio.detach().sum(-1, keepdim=True) / lengths  # (B, 1)
     token_seq_log_ratio = seq_log_ratio + log_ratio - log_ratio.detach()  # (B, T)
@@ -209,14 +221,13 @@ def gspo_loss(logp, old_logp, adv, mask, cfg=None):
 
 
 @register_loss("tis")
-def tis_loss(logp, old_logp, adv, mask, cfg=None):
+def tis_loss(log_ratio, adv, mask, cfg):
     """Truncated importance sampling: ``l = -sg(min(r, C)) * A``, gradient ``-min(r, C) A grad logp``.
 
     Source: Yao et al. 2025 ("Your efficient RL framework secretly brings you off-policy
     RL training"), verl's ``rollout_is`` token truncation; C = ``tis_cap`` (2). No token
     loses its gradient; ``is/weight_clip_frac`` counts the truncated weights.
     """
-    cfg, log_ratio, adv, mask = _prepare(logp, old_logp, adv, mask, cfg)
     ratio = _ratio(log_ratio, cfg.log_ratio_clamp).detach()
     weight = ratio.clamp(max=cfg.tis_cap)  # (B, T)
     per_token = -adv * weight * _grad_carrier(log_ratio)
@@ -225,13 +236,12 @@ def tis_loss(logp, old_logp, adv, mask, cfg=None):
 
 
 @register_loss("mis")
-def mis_loss(logp, old_logp, adv, mask, cfg=None):
+def mis_loss(log_ratio, adv, mask, cfg):
     """Masked importance sampling (IcePop): ``l = -A r`` where ``mis_low <= r <= mis_high``, else 0.
 
     Tokens whose ratio leaves [0.5, 5] (IcePop's alpha, beta; inclusionAI Ring-1T report,
     2025; verl's ``rollout_is`` mask mode) get no gradient and count in ``clip/frac``.
     """
-    cfg, log_ratio, adv, mask = _prepare(logp, old_logp, adv, mask, cfg)
     ratio = _ratio(log_ratio, cfg.log_ratio_clamp)
     in_range = (ratio.detach() >= cfg.mis_low) & (ratio.detach() <= cfg.mis_high)  # (B, T)
     per_token = torch.where(in_range, -adv * ratio, torch.zeros_like(ratio))
@@ -239,14 +249,13 @@ def mis_loss(logp, old_logp, adv, mask, cfg=None):
 
 
 @register_loss("cispo")
-def cispo_loss(logp, old_logp, adv, mask, cfg=None):
+def cispo_loss(log_ratio, adv, mask, cfg):
     """CISPO: ``l = -sg(clip(r, 1 - eps_low, 1 + eps_high)) * A``, gradient through log pi only.
 
     MiniMax-M1 (arXiv 2506.13585, the CISPO objective): the weight is clipped and detached, so every
     token keeps a gradient ``-clip(r) A grad logp`` (``clip/frac`` is 0);
     ``is/weight_clip_frac`` counts clipped weights.
     """
-    cfg, log_ratio, adv, mask = _prepare(logp, old_logp, adv, mask, cfg)
     ratio = _ratio(log_ratio, cfg.log_ratio_clamp).detach()
     weight = ratio.clamp(1 - cfg.cispo_eps_low, 1 + cfg.cispo_eps_high)  # (B, T)
     per_token = -adv * weight * _grad_carrier(log_ratio)
@@ -272,7 +281,7 @@ def _m2po_state(logp, old_logp, adv, mask, cfg=None):
 
 
 @register_loss("m2po", batch_state=_m2po_state)
-def m2po_loss(logp, old_logp, adv, mask, cfg=None, *, keep=None):
+def m2po_loss(log_ratio, adv, mask, cfg, *, keep=None):
     """M2PO (arXiv 2510.01161, Algorithm 1 and its objective J): second-moment masking, no clip.
 
     ``J = 1 / sum_i |o_i| * sum_it M_it r_it A_it`` with ``M`` from Algorithm 1
@@ -282,7 +291,6 @@ def m2po_loss(logp, old_logp, adv, mask, cfg=None, *, keep=None):
     over a larger mini-batch (see :func:`batch_state`); None decides it over this batch.
     ``m2po/threshold``: |log r| of the smallest masked candidate (inf if none).
     """
-    cfg, log_ratio, adv, mask = _prepare(logp, old_logp, adv, mask, cfg)
     lr = log_ratio.detach()
     cand = trust_region_candidates(lr, adv, mask, cfg.region)  # (B, T)
     if keep is None:
@@ -306,7 +314,7 @@ def _released_state(logp, old_logp, adv, mask, cfg=None):
 
 
 @register_loss("m2po_released", batch_state=_released_state)
-def m2po_released_loss(logp, old_logp, adv, mask, cfg=None, *, threshold=None):
+def m2po_released_loss(log_ratio, adv, mask, cfg, *, threshold=None):
     """M2PO as the authors' released verl fork computes it (arXiv 2510.01161): water-filling, then a PPO clip.
 
     t solves ``mean_{i in C} min(M2_i, t^2) = tau`` over the harmful candidates C
@@ -317,7 +325,6 @@ def m2po_released_loss(logp, old_logp, adv, mask, cfg=None, *, threshold=None):
     ``mean M2 <= tau``: t = inf, no clipping. The released code decides t per micro-batch;
     ``threshold`` passes one decided over a mini-batch (see :func:`batch_state`).
     """
-    cfg, log_ratio, adv, mask = _prepare(logp, old_logp, adv, mask, cfg)
     lr = log_ratio.detach()
     cand = trust_region_candidates(lr, adv, mask, cfg.region)
     m2 = lr.square()

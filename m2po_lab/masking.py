@@ -97,7 +97,7 @@ def m2po_mask(log_ratio, adv, mask, tau: float = 0.04, region: str = "harmful") 
     within = prefix_sum <= tau * k  # prefix mean <= tau
     n_kept = torch.where(within, k, torch.zeros_like(k)).amax()  # () largest k within budget
     masked_sorted = (k > n_kept) & (k <= n_cand)  # (N,)
-    masked = torch.zeros_like(masked_sorted).scatter_(0, order, masked_sorted).view_as(cand)
+    masked = torch.zeros_like(masked_sorted).scatter(0, order, masked_sorted).view_as(cand)  # (B, T)
     first_masked = sorted_m2[n_kept.clamp(max=n_tok - 1)]
     threshold = torch.where(n_kept < n_cand, first_masked.sqrt(), torch.full_like(first_masked, math.inf))
     return M2POMask(mask.bool() & ~masked, cand, m2, threshold)

@@ -44,14 +44,16 @@ def masked_quantile(x: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tens
 def importance_metrics(log_ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """``is/*`` and ``kl/*`` over the valid tokens of a (B, T) log-ratio."""
     mask = mask.bool()
-    lr = torch.where(mask, log_ratio.detach().float(), torch.zeros_like(log_ratio, dtype=torch.float32))
+    # float64: exp stays finite for |log r| up to ~700 (float32 overflows past ~88)
+    lr = torch.where(mask, log_ratio.detach().double(), torch.zeros_like(log_ratio, dtype=torch.float64))
     ratio = lr.exp()  # (B, T)
     neg_inf = torch.full_like(ratio, -math.inf)
     ratio_max = torch.where(mask, ratio, neg_inf).amax() if ratio.numel() else ratio.new_zeros(())
-    return {
+    metrics = {
         "is/ratio_mean": masked_mean(ratio, mask),
         "is/ratio_max": torch.where(mask.any(), ratio_max, torch.zeros_like(ratio_max)),
         "is/log_ratio_abs_p99": masked_quantile(lr.abs(), mask, 0.99),
         "kl/k1": masked_mean(-lr, mask),
         "kl/k3": masked_mean(ratio - 1 - lr, mask),
     }
+    return {k: v.float() for k, v in metrics.items()}

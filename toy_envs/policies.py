@@ -170,22 +170,23 @@ def sample(params, prompts: torch.Tensor, generator: Gen, temperature: float = 1
 
     prompts (R, N) long -> (responses (R, N, L) long, logp (R, N, L) float), L the
     policy's ``response_len``. Per-run generators draw (N, L) uniforms each.
-    ``logp`` is the behaviour log-prob, detached, recomputed by the teacher-forced pass
-    (``token_logp``) so that on-policy ``logp - old_logp`` is exactly 0.
+    ``logp`` is the behaviour log-prob (detached), read from the same log-softmax the
+    token was drawn from; it equals the teacher-forced ``token_logp`` up to float
+    rounding (~1e-7), so on-policy ``logp - old_logp`` is 0 to that precision.
     """
     R, N = prompts.shape
     length, V = params["pos_emb"].shape[1], params["w2"].shape[-1]
     u = _draw(generator, R, (N, length), "rand").permute(2, 0, 1).unsqueeze(-1).contiguous()  # (L, R, N, 1)
     prev = torch.full_like(prompts, V)  # (R, N)
-    tokens = []
+    tokens, logps = [], []
     for t in range(length):
         pos = torch.full_like(prompts, t)  # (R, N)
-        probs = torch.softmax(step_logits(params, prompts, pos, prev) / temperature, dim=-1)  # (R, N, V)
-        cdf = probs.cumsum(-1)  # (R, N, V)
+        logp_v = torch.log_softmax(step_logits(params, prompts, pos, prev) / temperature, dim=-1)  # (R, N, V)
+        cdf = logp_v.exp().cumsum(-1)  # (R, N, V)
         prev = torch.searchsorted(cdf, u[t], right=True).squeeze(-1).clamp_(max=V - 1)  # (R, N)
         tokens.append(prev)
-    responses = torch.stack(tokens, dim=-1)  # (R, N, L)
-    return responses, token_logp(params, prompts, responses, temperature)
+        logps.append(logp_v.gather(-1, prev[..., None]).squeeze(-1))  # (R, N)
+    return torch.stack(tokens, dim=-1), torch.stack(logps, dim=-1)  # (R, N, L), (R, N, L)
 
 
 def bandit_logits(params, contexts: torch.Tensor) -> torch.Tensor:

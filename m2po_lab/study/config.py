@@ -52,7 +52,7 @@ class StudyConfig:
     """Seed of the task tables (same for every run)."""
     hidden: int = 64
     """Policy MLP width."""
-    warm_start_steps: int = 300
+    warm_start_steps: int = 800
     """Supervised warm-start steps (fixed positions) before RL."""
     warm_start_lr: float = 1e-2
     """Adam learning rate of the warm start."""

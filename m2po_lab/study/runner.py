@@ -66,13 +66,21 @@ class BatchedStudy:
         self.specs = run_specs(cfg)
         self.task = make_task(cfg)
         R = len(self.specs)
-        self.gens = pol.run_generators([s.seed for s in self.specs])
+        # Runs that share a seed share their initial policy: initialise and warm-start each
+        # seed once, then copy it (and its generator state) to every run of that seed.
+        seeds = sorted({s.seed for s in self.specs})
+        seed_gens = pol.run_generators(seeds)
         pcfg = pol.PolicyConfig.for_task(self.task, hidden=cfg.hidden)
-        self.params = pol.init_params(R, pcfg, self.gens)
+        init = pol.init_params(len(seeds), pcfg, seed_gens)
         if cfg.warm_start_steps:
             pol.supervised_warm_start(
-                self.params, self.task, cfg.warm_start_steps, cfg.warm_start_lr, self.gens, fork_prior=cfg.fork_prior
+                init, self.task, cfg.warm_start_steps, cfg.warm_start_lr, seed_gens, fork_prior=cfg.fork_prior
             )
+        which = torch.tensor([seeds.index(s.seed) for s in self.specs])  # (R,) seed of each run
+        self.params = {k: v.detach()[which].clone().requires_grad_(True) for k, v in init.items()}
+        self.gens = [torch.Generator() for _ in range(R)]
+        for g, i in zip(self.gens, which.tolist()):
+            g.set_state(seed_gens[i].get_state())
         self.base = {k: v.detach().clone() for k, v in self.params.items()}  # the base policy
         self.opt = torch.optim.Adam(self.params.values(), lr=cfg.lr)
         self.depth = torch.tensor([s.staleness // cfg.updates_per_step for s in self.specs])  # (R,) steps

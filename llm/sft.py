@@ -1,0 +1,186 @@
+"""Supervised warm start of a tiny LM on a verifiable task (answers only).
+
+RL from a random-init model gets no reward signal, so the tiny models are first
+fine-tuned on (prompt, answer) pairs: sequence = `<bos> prompt answer <eos>`,
+cross-entropy on the answer and `<eos>` tokens only (prompt and padding
+labels are -100), AdamW with linear warmup + cosine decay.
+
+Measured (2 CPU cores, Qwen2 hidden 128, 2 layers, 95-symbol char tokenizer,
+lr 3e-3, batch 128, 2-digit addition, 300 steps, ~15 s on an idle machine):
+accuracy on 256 held-out draws is very seed dependent -- sampled 8-30%,
+greedy 13-41% over two seeds; the loss sits on a ~1.35 plateau for 100-200
+steps before the carry is learned. 1-digit addition (hidden 64, 100 steps,
+batch 64, ~2 s) reaches greedy 62-78%, sampled 20-27%.
+Tiny models run fastest with `torch.set_num_threads(1)` on a busy machine.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .models import generate, position_ids_from_mask
+from .tasks import reward
+
+IGNORE_INDEX = -100
+
+
+def build_sft_batch(
+    tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]]
+) -> dict[str, torch.Tensor]:
+    """Tokenise `<bos> prompt | answer <eos>` rows, left-padded.
+
+    Returns:
+        input_ids: (B, T) long; attention_mask: (B, T) long;
+        labels: (B, T) long, = input_ids on answer and EOS tokens, -100 elsewhere.
+    """
+    prompts = tokenizer([p for p, _ in pairs], add_special_tokens=True)["input_ids"]
+    answers = tokenizer([a for _, a in pairs], add_special_tokens=False)["input_ids"]
+    rows = [(p, a + [tokenizer.eos_token_id]) for p, a in zip(prompts, answers)]
+    width = max(len(p) + len(a) for p, a in rows)  # T
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (p, a) in enumerate(rows):
+        start = width - len(p) - len(a)  # left padding
+        input_ids[i, start:] = torch.tensor(p + a)
+        labels[i, width - len(a) :] = torch.tensor(a)
+        attention_mask[i, start:] = 1
+    return dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+
+def sft_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over labelled (answer) tokens; scalar."""
+    logits = model(
+        input_ids=batch["input_ids"],  # (B, T)
+        attention_mask=batch["attention_mask"],  # (B, T)
+        position_ids=position_ids_from_mask(batch["attention_mask"]),  # (B, T)
+        use_cache=False,
+    ).logits  # (B, T, V)
+    return F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(),  # (B * (T-1), V): predicts token t+1
+        batch["labels"][:, 1:].flatten(),  # (B * (T-1),)
+        ignore_index=IGNORE_INDEX,
+    )
+
+
+def evaluate_accuracy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts_answers: list[tuple[str, str]],
+    greedy: bool = False,
+    max_new_tokens: int = 8,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> float:
+    """Fraction of prompts whose generated completion earns reward 1.0.
+
+    Sampling (greedy=False) is the accuracy an RL run starts from; greedy is
+    the usual "model accuracy". Sampling is seeded from `seed` (see
+    `models.generate`); the global RNG is left untouched.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    correct = 0.0
+    for i in range(0, len(prompts_answers), batch_size):
+        chunk = prompts_answers[i : i + batch_size]
+        enc = tokenizer([p for p, _ in chunk], padding=True, return_tensors="pt").to(device)
+        response_ids, _ = generate(
+            model, tokenizer, enc["input_ids"], enc["attention_mask"],
+            max_new_tokens=max_new_tokens, temperature=temperature,
+            greedy=greedy, generator=gen,
+        )  # (b, R)
+        texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
+        correct += sum(reward(t, a) for t, (_, a) in zip(texts, chunk))
+    model.train(was_training)
+    return correct / max(len(prompts_answers), 1)
+
+
+def _lr_factor(step: int, steps: int, warmup: float, cosine: bool = True) -> float:
+    """Linear warmup over `warmup * steps`, then cosine decay to 10% (or flat)."""
+    n_warm = max(int(warmup * steps), 1)
+    if step < n_warm:
+        return (step + 1) / n_warm
+    if not cosine:
+        return 1.0
+    progress = (step - n_warm) / max(steps - n_warm, 1)
+    return 0.1 + 0.45 * (1.0 + math.cos(math.pi * progress))
+
+
+def sft_warm_start(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    task,
+    steps: int = 300,
+    lr: float = 3e-3,
+    batch_size: int = 128,
+    seed: int = 0,
+    eval_size: int = 256,
+    max_new_tokens: int | None = None,
+    warmup: float = 0.1,
+    cosine: bool = True,
+) -> dict[str, float | list[float]]:
+    """Fine-tune `model` in place on fresh `task.sample` batches; report accuracy.
+
+    Args:
+        task: anything with `sample(n, generator) -> [(prompt, answer)]`
+            (e.g. `ArithmeticTask`); `max_answer_chars` sets the default
+            `max_new_tokens` (+1 for EOS) when present.
+        steps: optimizer steps; lr: AdamW peak learning rate.
+        batch_size: (prompt, answer) pairs per step.
+        seed: training batches use a generator seeded with `seed`, the
+            evaluation set `seed + 1`, evaluation sampling `seed + 2`.
+        eval_size: number of held-out draws for the final accuracy (0: skip).
+        warmup: fraction of `steps` with linear warmup; cosine: then decay to
+            10% of `lr` (False: constant).
+
+    Returns (plain numbers; one host sync at the end, none per step):
+        sft/loss_first, sft/loss_last: answer-token CE of the first/last step;
+        sft/losses: every step's loss;
+        sft/acc_sampled, sft/acc_greedy: accuracy after training
+            (temperature-1 sampling / greedy), on `eval_size` prompts;
+        sft/seconds: wall-clock time of the training loop.
+    """
+    device = next(model.parameters()).device
+    train_gen = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _lr_factor(step, steps, warmup, cosine)
+    )
+    model.train()
+    losses = []
+    start = time.perf_counter()
+    for _ in range(steps):
+        batch = build_sft_batch(tokenizer, task.sample(batch_size, train_gen))
+        loss = sft_loss(model, {k: v.to(device) for k, v in batch.items()})
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.detach())
+    seconds = time.perf_counter() - start
+    model.eval()
+    loss_list = torch.stack(losses).tolist() if losses else []
+    metrics: dict[str, float | list[float]] = {
+        "sft/loss_first": loss_list[0] if loss_list else float("nan"),
+        "sft/loss_last": loss_list[-1] if loss_list else float("nan"),
+        "sft/losses": loss_list,
+        "sft/seconds": seconds,
+    }
+    if eval_size > 0:
+        if max_new_tokens is None:
+            max_new_tokens = getattr(task, "max_answer_chars", 16) + 1
+        eval_set = task.sample(eval_size, torch.Generator().manual_seed(seed + 1))
+        for name, greedy in (("sft/acc_sampled", False), ("sft/acc_greedy", True)):
+            metrics[name] = evaluate_accuracy(
+                model, tokenizer, eval_set, greedy=greedy,
+                max_new_tokens=max_new_tokens, seed=seed + 2,
+            )
+    return metrics

@@ -1,0 +1,276 @@
+"""Tasks with verifiable rewards: synthetic arithmetic and GSM8K/MATH-style JSONL.
+
+Every task offers `sample(n, generator) -> list[(prompt, answer)]`; the reward
+of a completion is `reward(completion, answer)` in {0.0, 1.0}, computed by
+`extract_answer` + `answers_match`:
+
+- `#### 42` (GSM8K final-answer marker) wins, then the last `\\boxed{...}`
+  (MATH, nested braces allowed), then the last number in the text;
+- numbers are normalised: `1,000` == `1000`, `42.0` == `42`, `+5` == `5`,
+  `$` signs and a trailing period are dropped, and `0.5` == `1/2` ==
+  `\\frac{1}{2}` (exact rational comparison);
+- anything else is compared as a whitespace-free string.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+# ----------------------------------------------------------------------------
+# Answer extraction and comparison
+# ----------------------------------------------------------------------------
+
+_NUMBER = re.compile(r"(?<![\d.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+_FRAC = re.compile(r"^\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}$")
+
+
+def _boxed_content(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced."""
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start < 0:
+        return None
+    rest = text[start:].split("{", 1)
+    if len(rest) < 2:  # `\boxed 5` form: the next whitespace-free word
+        words = text[start + len("\\boxed") :].split()
+        return words[0].rstrip("$") if words else None
+    depth, out = 1, []
+    for ch in rest[1]:
+        depth += (ch == "{") - (ch == "}")
+        if depth == 0:
+            return "".join(out)
+        out.append(ch)
+    return None  # unbalanced braces
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer in a completion or reference solution, or None.
+
+    Priority: text after the last `####` (its first number if it has one),
+    then the last `\\boxed{...}`, then the last number anywhere.
+    The result is normalised with `normalize_answer`.
+    """
+    if "####" in text:
+        rest = text.rsplit("####", 1)[1].strip().split("\n", 1)[0]
+        if _to_number(normalize_answer(rest)) is None and _NUMBER.search(rest):
+            rest = _NUMBER.search(rest).group(0)
+        return normalize_answer(rest) or None
+    boxed = _boxed_content(text)
+    if boxed is not None:
+        return normalize_answer(boxed)
+    numbers = _NUMBER.findall(text)
+    return normalize_answer(numbers[-1]) if numbers else None
+
+
+def normalize_answer(ans: str) -> str:
+    """Canonical string form: no spaces, `$`, trailing period, thousands commas.
+
+    Numbers become their canonical decimal form (`42.0` -> `42`,
+    `+5` -> `5`, `0.50` -> `0.5`); other strings keep their text.
+    """
+    s = ans.strip().replace("\\$", "").replace("$", "")
+    for junk in ("\\left", "\\right", "\\!", "\\,", "\\;", " "):
+        s = s.replace(junk, "")
+    s = s.rstrip(".")
+    if re.fullmatch(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
+        s = s.replace(",", "")
+    num = _to_number(s)
+    if num is not None and num.denominator == 1:
+        return str(num.numerator)
+    if num is not None and re.fullmatch(r"[-+]?\d*\.\d+", s):
+        return s.lstrip("+").rstrip("0").rstrip(".") if "." in s else s
+    return s
+
+
+def _to_number(s: str) -> Fraction | None:
+    """Exact value of `12`, `-3.5`, `1/2`, `\\frac{1}{2}`; None otherwise."""
+    frac = _FRAC.match(s)
+    if frac:
+        s = f"{frac.group(1)}/{frac.group(2)}"
+    try:
+        return Fraction(s)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def answers_match(pred: str, gold: str) -> bool:
+    """Equal as exact rationals if both are numbers, else as normalised strings."""
+    p, g = normalize_answer(pred), normalize_answer(gold)
+    p_num, g_num = _to_number(p), _to_number(g)
+    if p_num is not None and g_num is not None:
+        return p_num == g_num
+    return p == g
+
+
+def reward(completion: str, answer: str) -> float:
+    """1.0 if the completion's extracted answer matches `answer`, else 0.0.
+
+    `answer` may be a bare final answer ("46") or a full reference solution
+    containing `####` or `\\boxed{}`.
+    """
+    pred = extract_answer(completion)
+    if pred is None:
+        return 0.0
+    gold = extract_answer(answer) if ("####" in answer or "\\boxed" in answer) else answer
+    return float(gold is not None and answers_match(pred, gold))
+
+
+# ----------------------------------------------------------------------------
+# Synthetic arithmetic
+# ----------------------------------------------------------------------------
+
+_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+@dataclass(frozen=True)
+class ArithmeticTask:
+    """Prompts `"12+34="` with answer `"46"`; difficulty = digits and operators."""
+
+    n_digits: int = 2
+    """Operands are uniform in [0, 10**n_digits - 1]."""
+    ops: tuple[str, ...] = ("+",)
+    """Operators drawn uniformly from this subset of "+", "-", "*"."""
+    seed: int = 0
+    """Seed used by `sample` when no generator is passed."""
+
+    def __post_init__(self) -> None:
+        if self.n_digits < 1:
+            raise ValueError(f"n_digits must be >= 1, got {self.n_digits}")
+        bad = [op for op in self.ops if op not in _OPS]
+        if bad or not self.ops:
+            raise ValueError(f"ops must be a non-empty subset of {list(_OPS)}, got {self.ops}")
+
+    @property
+    def max_answer_chars(self) -> int:
+        """Longest possible answer string (sign included)."""
+        return 2 * self.n_digits if "*" in self.ops else self.n_digits + 1
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> list[tuple[str, str]]:
+        """`n` (prompt, answer) pairs; without a generator, seeded by `self.seed`."""
+        gen = generator if generator is not None else torch.Generator().manual_seed(self.seed)
+        operands = torch.randint(0, 10**self.n_digits, (n, 2), generator=gen).tolist()
+        op_idx = torch.randint(0, len(self.ops), (n,), generator=gen).tolist()
+        pairs = []
+        for (a, b), k in zip(operands, op_idx):
+            op = self.ops[k]
+            pairs.append((f"{a}{op}{b}=", str(_OPS[op](a, b))))
+        return pairs
+
+    @staticmethod
+    def reward(completion: str, answer: str) -> float:
+        """1.0 for the right number, else 0.0 (see module `reward`)."""
+        return reward(completion, answer)
+
+
+# ----------------------------------------------------------------------------
+# GSM8K / MATH-style problems from JSONL
+# ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JsonlTask:
+    """A fixed list of (prompt, final answer) pairs, sampled with replacement."""
+
+    items: tuple[tuple[str, str], ...]
+    """(prompt, final answer) pairs."""
+    seed: int = 0
+    """Seed used by `sample` when no generator is passed."""
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> list[tuple[str, str]]:
+        """`n` pairs drawn uniformly with replacement."""
+        gen = generator if generator is not None else torch.Generator().manual_seed(self.seed)
+        idx = torch.randint(0, len(self.items), (n,), generator=gen).tolist()
+        return [self.items[i] for i in idx]
+
+    @staticmethod
+    def reward(completion: str, answer: str) -> float:
+        """1.0 if the completion's final answer matches, else 0.0."""
+        return reward(completion, answer)
+
+
+GSM8K_KEYS = dict(question_key="question", answer_key="answer")
+"""GSM8K records: `answer` is a worked solution ending in `#### <number>`."""
+MATH_KEYS = dict(question_key="problem", answer_key="solution")
+"""MATH (Hendrycks) records: `solution` contains the final `\\boxed{...}`."""
+
+
+def _final_answer(raw: str) -> str:
+    """Final answer of a reference field: extracted if marked, else as given."""
+    if "####" in raw or "\\boxed" in raw or "\\fbox" in raw:
+        return extract_answer(raw) or raw.strip()
+    return raw.strip()
+
+
+def load_jsonl_task(
+    path: str | Path,
+    question_key: str = "question",
+    answer_key: str = "answer",
+    prompt_template: str = "{question}\n",
+    seed: int = 0,
+) -> JsonlTask:
+    """Read one JSON object per line into a `JsonlTask`.
+
+    Use `**GSM8K_KEYS` or `**MATH_KEYS` for those datasets' field names.
+    Reference answers are reduced to their final answer (`####` / `\\boxed`).
+    Blank lines are skipped.
+
+    Raises:
+        FileNotFoundError: the path does not exist (message names it).
+        ValueError: invalid JSON, a non-object line, or a missing key (message
+            names the file and the 1-based line number), or no records at all.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"JSONL task file not found: {str(p)!r}")
+    items = []
+    with p.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{p}: line {lineno}: invalid JSON ({err.msg})") from err
+            if not isinstance(record, dict):
+                raise ValueError(f"{p}: line {lineno}: expected a JSON object")
+            for key in (question_key, answer_key):
+                if key not in record:
+                    raise ValueError(f"{p}: line {lineno}: missing key {key!r}")
+            prompt = prompt_template.format(question=record[question_key])
+            items.append((prompt, _final_answer(str(record[answer_key]))))
+    if not items:
+        raise ValueError(f"{p}: no records")
+    return JsonlTask(items=tuple(items), seed=seed)
+
+
+def load_hf_task(
+    name: str,
+    split: str = "train",
+    config: str | None = None,
+    question_key: str = "question",
+    answer_key: str = "answer",
+    prompt_template: str = "{question}\n",
+    seed: int = 0,
+) -> JsonlTask:
+    """Same as `load_jsonl_task` from a `datasets` dataset (optional dependency).
+
+    Example: `load_hf_task("openai/gsm8k", config="main", **GSM8K_KEYS)`.
+    """
+    try:
+        import datasets
+    except ImportError as err:
+        raise ImportError("load_hf_task needs `pip install datasets`") from err
+    rows = datasets.load_dataset(name, config, split=split)
+    items = tuple(
+        (prompt_template.format(question=r[question_key]), _final_answer(str(r[answer_key])))
+        for r in rows
+    )
+    return JsonlTask(items=items, seed=seed)

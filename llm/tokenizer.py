@@ -1,0 +1,87 @@
+"""A character-level tokenizer built locally (no model hub).
+
+Every character of `CHARS` is one token; anything else maps to `<unk>`.
+The tokenizer is made with the `tokenizers` library (a WordLevel model over
+single characters, split by a one-character regex, joined back by a `Fuse`
+decoder) and wrapped as a `transformers.PreTrainedTokenizerFast`, so it saves
+with `save_pretrained` and loads back offline with
+`AutoTokenizer.from_pretrained(path)`.
+
+Conventions:
+- padding is on the LEFT, so a batch of prompts ends at the same column and
+  `model.generate` appends new tokens right after each prompt;
+- `add_special_tokens=True` (the default) prepends `<bos>`; no `<eos>` is added
+  automatically -- training code appends `tokenizer.eos_token_id` to targets.
+
+transformers 5.x note: `PreTrainedTokenizerFast` is an alias of
+`TokenizersBackend`; the saved `tokenizer_config.json` names that class.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+SPECIAL_TOKENS: tuple[str, ...] = (PAD, BOS, EOS, UNK)
+"""Special tokens; their ids are 0, 1, 2, 3 in this order."""
+
+CHARS: str = (
+    string.digits
+    + "+-*/=^%.,$# ()[]{}<>:;!?'\"\\_\n"
+    + string.ascii_lowercase
+    + string.ascii_uppercase
+)
+"""Characters with their own token (arithmetic, GSM8K- and MATH-style text)."""
+
+
+def build_vocab(chars: str = CHARS) -> dict[str, int]:
+    """Token -> id: special tokens first, then each distinct character of `chars`."""
+    vocab: dict[str, int] = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for ch in chars:
+        if ch not in vocab:
+            vocab[ch] = len(vocab)
+    return vocab
+
+
+def build_char_tokenizer(chars: str = CHARS) -> PreTrainedTokenizerFast:
+    """Build the character tokenizer (left padding, `<bos>` prepended).
+
+    Args:
+        chars: the characters that get a token; others become `<unk>`.
+
+    Returns:
+        A `PreTrainedTokenizerFast` with pad/bos/eos/unk set and
+        `padding_side="left"`; `len(tok)` is the vocabulary size.
+    """
+    vocab = build_vocab(chars)
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    # One token per character; `[\s\S]` also matches newlines (`.` would not).
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()  # join tokens with no separator
+    core.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A",
+        pair=f"{BOS} $A $B",
+        special_tokens=[(BOS, vocab[BOS])],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        padding_side="left",
+        model_max_length=2048,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def save_char_tokenizer(out_dir: str | Path, chars: str = CHARS) -> Path:
+    """Build the tokenizer and `save_pretrained` it to `out_dir`; returns the path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    build_char_tokenizer(chars).save_pretrained(str(out))
+    return out
