@@ -32,6 +32,16 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_app(args: argparse.Namespace) -> int:
+    from .app_launcher import launch
+
+    try:
+        return launch(args.port, address=args.address, headless=args.headless)
+    except (FileNotFoundError, ModuleNotFoundError, ValueError) as e:
+        print(f"m2po-lab app: error: {e}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="m2po-lab",
@@ -57,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_dataclass_options(p, StudyConfig)
     p.set_defaults(func=_cmd_study)
+
+    p = sub.add_parser("app", help="open the Streamlit explorer (binds to 127.0.0.1 unless --address)")
+    p.add_argument("--port", type=int, default=None, help="port (default: streamlit's, 8501)")
+    p.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--headless", action=argparse.BooleanOptionalAction, default=False,
+                   help="do not open a browser window")
+    p.set_defaults(func=_cmd_app)
     return parser
 
 
