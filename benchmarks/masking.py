@@ -10,6 +10,9 @@ else, torch's 2-thread element-wise kernels on these sizes are slower and noisie
 of median wall times and the ratios the targets are stated in:
   - ``keep/sort``: m2po_keep_mask over one torch.sort of the same candidate values
     (the floor; target <= 2 at every size >= 1e5);
+  - ``static``: the shape-static path the solver takes under ``torch.func.vmap`` (it
+    sorts every token, non-candidates as +inf; no host read at all), for comparison
+    with ``sort(all)``, one sort of that full-length tensor;
   - ``walk/keep``: a per-token solver written the way the released code is (Python walk
     over sorted values, one host read per step) over m2po_keep_mask (target >= 100 at 1e6).
 """
@@ -23,7 +26,7 @@ import time
 
 import torch
 
-from m2po_lab.masking import m2po_keep_mask, trust_region_candidates
+from m2po_lab.masking import _masked_static, m2po_keep_mask, trust_region_candidates
 
 
 def make_batch(n: int, seed: int = 0):
@@ -89,7 +92,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     header = (
-        f"{'tokens':>9} {'masked%':>8} {'keep_mask':>10} {'sort(cand)':>10} {'sort(all)':>10} "
+        f"{'tokens':>9} {'masked%':>8} {'keep_mask':>10} {'sort(cand)':>10} {'static':>10} {'sort(all)':>10} "
         f"{'greedy':>9} {'walk':>9} {'keep/sort':>9} {'walk/keep':>9}"
     )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 CPU, tau={args.tau}")
@@ -105,6 +108,8 @@ def main(argv=None) -> int:
         t_keep = timeit(lambda: m2po_keep_mask(lr, adv, mask, args.tau), args.repeats)
         t_sort = timeit(lambda: torch.sort(cand_m2), args.repeats)
         t_sort_all = timeit(lambda: torch.sort(all_m2), args.repeats)
+        m2 = lr.square()
+        t_static = timeit(lambda: _masked_static(m2, cand, args.tau), args.repeats)
         t_greedy = timeit(lambda: greedy_loop(lr, adv, mask, args.tau), 1) if n <= 1e5 else math.nan
         t_walk = timeit(lambda: per_token_walk(lr, adv, mask, args.tau), 1) if n <= 1e6 else math.nan
         if n <= 1e5:
@@ -112,7 +117,8 @@ def main(argv=None) -> int:
         if n <= 1e6:
             assert torch.equal(per_token_walk(lr, adv, mask, args.tau), keep)
         print(
-            f"{n:>9.0e} {masked:>8.3f} {t_keep * 1e3:>8.2f}ms {t_sort * 1e3:>8.2f}ms {t_sort_all * 1e3:>8.2f}ms "
+            f"{n:>9.0e} {masked:>8.3f} {t_keep * 1e3:>8.2f}ms {t_sort * 1e3:>8.2f}ms {t_static * 1e3:>8.2f}ms "
+            f"{t_sort_all * 1e3:>8.2f}ms "
             f"{t_greedy:>8.3f}s {t_walk:>8.3f}s {t_keep / t_sort:>9.2f} {t_walk / t_keep:>9.0f}"
         )
     return 0

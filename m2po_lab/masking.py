@@ -63,6 +63,44 @@ def _sorted_candidates(m2: torch.Tensor, cand: torch.Tensor):
     return sorted_m2, order, cand.sum()
 
 
+def _cut(sorted_m2: torch.Tensor, n_cand, tau: float):
+    """Algorithm 1's cut on ascending values: (number kept, threshold). No host sync.
+
+    Sorted ascending, the mean of the first k candidates never decreases with k, so the
+    greedy loop stops at the largest k whose prefix mean is <= tau.
+    """
+    n = sorted_m2.numel()
+    k = torch.arange(1, n + 1, device=sorted_m2.device)  # (N,)
+    prefix_sum = torch.cumsum(sorted_m2.double(), 0)  # (N,), inf past the candidates
+    within = prefix_sum <= tau * k  # prefix mean <= tau
+    n_kept = torch.where(within, k, torch.zeros_like(k)).amax()  # () largest k within budget
+    first_masked = sorted_m2[n_kept.clamp(max=n - 1)]
+    inf = torch.full_like(first_masked, math.inf)
+    return k, n_kept, torch.where(n_kept < n_cand, first_masked.sqrt(), inf)
+
+
+def _masked_static(m2, cand, tau):
+    """Shape-static solver (vmap-able): non-candidates sort to the end as +inf."""
+    sorted_m2, order, n_cand = _sorted_candidates(m2, cand)
+    k, n_kept, threshold = _cut(sorted_m2, n_cand, tau)
+    masked_sorted = (k > n_kept) & (k <= n_cand)  # (N,)
+    return torch.zeros_like(masked_sorted).scatter(0, order, masked_sorted).view_as(cand), threshold
+
+
+def _masked_compact(m2, cand, tau):
+    """The same cut on the candidates only: half the sort when half the tokens are candidates.
+
+    Reads one number from the device (the candidate count, to size the compacted tensor).
+    """
+    values = m2[cand]  # (C,)
+    if values.numel() == 0:
+        return torch.zeros_like(cand), torch.tensor(math.inf, device=m2.device)
+    sorted_m2, order = torch.sort(values)  # (C,), (C,)
+    k, n_kept, threshold = _cut(sorted_m2, values.numel(), tau)
+    masked_values = torch.zeros(values.shape, dtype=torch.bool, device=m2.device).scatter(0, order, k > n_kept)
+    return torch.zeros_like(cand).masked_scatter(cand, masked_values), threshold
+
+
 def m2po_mask(log_ratio, adv, mask, tau: float = 0.04, region: str = "harmful") -> M2POMask:
     """Paper Algorithm 1 (arXiv 2510.01161), as one sort and one cumulative sum.
 
@@ -73,8 +111,12 @@ def m2po_mask(log_ratio, adv, mask, tau: float = 0.04, region: str = "harmful") 
     one ``torch.sort`` and one ``torch.cumsum``. Ties at the cut: the number masked is
     Algorithm 1's and every masked token's M2 is >= every kept candidate's.
 
-    Prefix sums are taken in float64 over the input's M2 values; a decision can differ
-    from a differently-ordered float sum only when a prefix mean equals tau to ~1e-16.
+    Two equivalent paths: called directly, it sorts the candidates only, reading one
+    number (their count) from the device; under ``torch.func`` transforms (``vmap``) it
+    sorts every token with non-candidates as +inf, so shapes stay static and nothing is
+    read from the device. Prefix sums are taken in float64 over the input's M2 values; a
+    decision can differ from a differently-ordered float sum only when a prefix mean
+    equals tau to ~1e-16.
 
     Args:
         log_ratio: (B, T) ``logp - old_logp`` (detached inside).
@@ -87,19 +129,12 @@ def m2po_mask(log_ratio, adv, mask, tau: float = 0.04, region: str = "harmful") 
     log_ratio = log_ratio.detach()
     cand = trust_region_candidates(log_ratio, adv, mask, region)  # (B, T)
     m2 = log_ratio.square()  # (B, T)
-    n_tok = m2.numel()
-    if n_tok == 0:
-        empty = torch.zeros_like(cand)
-        return M2POMask(empty, cand, m2, torch.tensor(math.inf, device=m2.device))
-    sorted_m2, order, n_cand = _sorted_candidates(m2, cand)
-    k = torch.arange(1, n_tok + 1, device=m2.device)  # (N,)
-    prefix_sum = torch.cumsum(sorted_m2.double(), 0)  # (N,), inf past the candidates
-    within = prefix_sum <= tau * k  # prefix mean <= tau
-    n_kept = torch.where(within, k, torch.zeros_like(k)).amax()  # () largest k within budget
-    masked_sorted = (k > n_kept) & (k <= n_cand)  # (N,)
-    masked = torch.zeros_like(masked_sorted).scatter(0, order, masked_sorted).view_as(cand)  # (B, T)
-    first_masked = sorted_m2[n_kept.clamp(max=n_tok - 1)]
-    threshold = torch.where(n_kept < n_cand, first_masked.sqrt(), torch.full_like(first_masked, math.inf))
+    if m2.numel() == 0:
+        return M2POMask(torch.zeros_like(cand), cand, m2, torch.tensor(math.inf, device=m2.device))
+    if torch._C._functorch.is_functorch_wrapped_tensor(m2):
+        masked, threshold = _masked_static(m2, cand, tau)
+    else:
+        masked, threshold = _masked_compact(m2, cand, tau)
     return M2POMask(mask.bool() & ~masked, cand, m2, threshold)
 
 

@@ -153,3 +153,15 @@ def test_bad_arguments(kwargs, match):
     lr, adv, mask = torch.zeros(1, 2), torch.ones(1), torch.ones(1, 2, dtype=torch.bool)
     with pytest.raises(ValueError, match=match):
         m2po_keep_mask(lr, adv, mask, **kwargs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches())
+def test_static_path_under_vmap_equals_compact_path(batch):
+    """Under torch.func.vmap the solver takes its shape-static path; same answer."""
+    lr, adv, mask, tau, region = batch
+    adv_bt = adv[:, None].expand_as(lr) if adv.dim() == 1 else adv
+    direct = m2po_mask(lr, adv_bt, mask, tau, region)
+    keep, threshold = torch.func.vmap(lambda l, a: tuple(m2po_mask(l, a, mask, tau, region)[::3]))(lr[None], adv_bt[None])
+    assert torch.equal(keep[0], direct.keep)
+    assert torch.equal(threshold[0], direct.threshold) or (threshold[0].isinf() and direct.threshold.isinf())

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.func import vmap
 
 from toy_envs import ForkingTextConfig, ForkingTextTask
 from toy_envs import policies as pol
@@ -133,16 +134,25 @@ class BatchedStudy:
         responses = mb["responses"].long()  # (R, n, L)
         logp, ent = pol.token_logp_and_entropy(self.params, mb["prompts"], responses)  # (R, n, L)
         mask = torch.ones(logp.shape[1:], dtype=torch.bool)  # (n, L) fixed-length responses
+        log_ratio = logp - mb["old_logp"]  # (R, n, L), carries the gradient
+        adv = mb["adv"][..., None].expand_as(log_ratio)  # (R, n, L)
         total = logp.new_zeros(())
         per_run: list[dict[str, torch.Tensor]] = [None] * len(self.specs)
         for method, runs in self.groups.items():
-            loss_fn = get_loss(method)
-            for r in runs:
-                per_token, metrics = loss_fn(logp[r], mb["old_logp"][r], mb["adv"][r], mask, self.loss_cfg)
-                loss = aggregate(per_token, mask, cfg.agg_mode)
-                total = total + loss
-                metrics["loss"] = loss.detach()
-                per_run[r] = metrics
+            # the registered loss's pure core, vmapped over this method's runs: each run
+            # keeps its own batch statistics (M2PO's mask) and its own metrics
+            compute = get_loss(method).compute
+            idx = torch.tensor(runs)
+
+            def run_loss(lr, a):
+                per_token, metrics = compute(lr, a, mask, self.loss_cfg)
+                return aggregate(per_token, mask, cfg.agg_mode), metrics
+
+            loss, metrics = vmap(run_loss)(log_ratio[idx], adv[idx])  # (R_m,), {key: (R_m,)}
+            total = total + loss.sum()
+            for i, r in enumerate(runs):
+                per_run[r] = {k: v[i].detach() for k, v in metrics.items()}
+                per_run[r]["loss"] = loss[i].detach()
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         grads = [p.grad for p in self.params.values()]
@@ -153,7 +163,7 @@ class BatchedStudy:
                 g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
         self.opt.step()
         self.update += 1
-        log_ratio = logp.detach() - mb["old_logp"]  # (R, n, L)
+        log_ratio = log_ratio.detach()
         out = {
             "reward": mb["rewards"].mean(1),
             "m2": log_ratio.square().mean((1, 2)),
