@@ -100,10 +100,14 @@ def init_params(R: int, cfg: PolicyConfig, generator: Gen) -> dict[str, torch.Te
 
 
 def _take(emb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Per-run embedding lookup: emb (R, K, H), idx (R, ...) long -> (R, ..., H)."""
-    R, _, H = emb.shape
-    flat = idx.reshape(R, -1, 1).expand(-1, -1, H)  # (R, M, H)
-    return emb.gather(1, flat).reshape(*idx.shape, H)  # (R, ..., H)
+    """Per-run embedding lookup: emb (R, K, H), idx (R, ...) long -> (R, ..., H).
+
+    One row gather on the flattened (R * K, H) table (``index_select`` copies whole rows:
+    several times faster than an element-wise ``gather`` over H).
+    """
+    R, K, H = emb.shape
+    rows = (idx.reshape(R, -1) + K * torch.arange(R, device=idx.device)[:, None]).reshape(-1)  # (R * M,)
+    return emb.reshape(R * K, H).index_select(0, rows).reshape(*idx.shape, H)  # (R, ..., H)
 
 
 def _mlp(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -178,10 +182,11 @@ def sample(params, prompts: torch.Tensor, generator: Gen, temperature: float = 1
     length, V = params["pos_emb"].shape[1], params["w2"].shape[-1]
     u = _draw(generator, R, (N, length), "rand").permute(2, 0, 1).unsqueeze(-1).contiguous()  # (L, R, N, 1)
     prev = torch.full_like(prompts, V)  # (R, N)
+    prompt_x = _take(params["prompt_emb"], prompts)  # (R, N, H), the same at every position
     tokens, logps = [], []
     for t in range(length):
-        pos = torch.full_like(prompts, t)  # (R, N)
-        logp_v = torch.log_softmax(step_logits(params, prompts, pos, prev) / temperature, dim=-1)  # (R, N, V)
+        x = prompt_x + params["pos_emb"][:, t, None] + _take(params["tok_emb"], prev)  # (R, N, H)
+        logp_v = torch.log_softmax(_mlp(params, x) / temperature, dim=-1)  # (R, N, V)
         cdf = logp_v.exp().cumsum(-1)  # (R, N, V)
         prev = torch.searchsorted(cdf, u[t], right=True).squeeze(-1).clamp_(max=V - 1)  # (R, N)
         tokens.append(prev)

@@ -18,7 +18,7 @@ class StudyConfig:
     """Staleness k in optimizer updates (multiples of updates_per_step), as in the paper."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """One run per seed; a seed fixes the initial policy and the sampling stream."""
-    updates: int = 1200
+    updates: int = 1000
     """Optimizer updates per run."""
     updates_per_step: int = 4
     """Mini-batch updates per rollout batch (the paper: 4)."""
@@ -26,7 +26,7 @@ class StudyConfig:
     """Prompts per rollout batch."""
     group_size: int = 8
     """Responses per prompt (GRPO group size G; the paper: 8)."""
-    lr: float = 1e-3
+    lr: float = 5e-4
     """Adam learning rate of the RL phase."""
     max_grad_norm: float = 1.0
     """Per-run gradient-norm clip (0 disables)."""
@@ -40,7 +40,7 @@ class StudyConfig:
     """GRPO upper clip."""
     n_prompts: int = 64
     """Forking-text task: number of prompts."""
-    length: int = 12
+    length: int = 24
     """Forking-text task: response length L."""
     vocab_size: int = 8
     """Forking-text task: vocabulary size V."""
@@ -56,7 +56,7 @@ class StudyConfig:
     """Supervised warm-start steps (fixed positions) before RL."""
     warm_start_lr: float = 1e-2
     """Adam learning rate of the warm start."""
-    fork_prior: float = 0.0
+    fork_prior: float = 0.3
     """Warm-start fork target: fork_prior * correct + (1 - fork_prior) * uniform (0: uniform)."""
     eval_every: int = 50
     """Evaluate (sampled reward on every prompt) every this many updates."""
