@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action=argparse.BooleanOptionalAction, default=False,
                    help="do not open a browser window")
     p.set_defaults(func=_cmd_app)
+    from .llm.cli import add_train_llm_parser  # imports no transformers until the command runs
+    add_train_llm_parser(sub)
     return parser
 
 

@@ -16,19 +16,19 @@ from .runner import LOG_RATIO_EDGES, QUANTILES, RATIO_DEV_EDGES, BatchedStudy
 CHECKPOINT = "checkpoint.pt"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
+def atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
-def _clean(v):
+def json_number(v):
     """JSON-safe number: inf / nan become None."""
     return v if isinstance(v, float) and math.isfinite(v) or not isinstance(v, float) else None
 
@@ -49,7 +49,7 @@ def read_metrics(path: Path, before: int | None = None) -> list[dict]:
     return rows
 
 
-def _histograms(log_ratio: torch.Tensor, entropy: torch.Tensor) -> list[dict]:
+def log_ratio_histograms(log_ratio: torch.Tensor, entropy: torch.Tensor) -> list[dict]:
     """Per run: log-ratio quantiles and histogram, entropy by |r - 1| bin. (R, n, L) inputs."""
     out = []
     q = torch.tensor(QUANTILES)
@@ -66,8 +66,8 @@ def _histograms(log_ratio: torch.Tensor, entropy: torch.Tensor) -> list[dict]:
             "is/log_ratio_quantiles": {"q": list(QUANTILES), "v": torch.quantile(lr, q).tolist()},
             "is/log_ratio_hist": {"edges": [round(e, 4) for e in LOG_RATIO_EDGES.tolist()], "counts": [int(c) for c in counts.tolist()]},
             "entropy_by_ratio": {
-                "edges": [_clean(e) for e in RATIO_DEV_EDGES.tolist()],
-                "entropy": [_clean(x) for x in (bin_e / bin_n.clamp(min=1)).tolist()],
+                "edges": [json_number(e) for e in RATIO_DEV_EDGES.tolist()],
+                "entropy": [json_number(x) for x in (bin_e / bin_n.clamp(min=1)).tolist()],
                 "counts": [int(c) for c in bin_n.tolist()],
             },
         })
@@ -88,7 +88,7 @@ def _rows(study: BatchedStudy, out: dict, per_run: list[dict]) -> list[dict]:
     for r in range(len(study.specs)):
         row = {"update": u}
         row.update({k: v[r] for k, v in common.items()})
-        row.update({k: _clean(v) for k, v in zip(keys_by_run[r], flat[r])})
+        row.update({k: json_number(v) for k, v in zip(keys_by_run[r], flat[r])})
         rows.append(row)
     return rows
 
@@ -128,15 +128,15 @@ def run_study(cfg: StudyConfig, out_dir, progress: bool = True, threads: int = 1
     if start_reward is None:
         start_reward = study.evaluate().tolist()
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
     files = []
     for d, spec, s0 in zip(run_dirs, study.specs, start_reward):
         d.mkdir(parents=True, exist_ok=True)
         run_cfg = {"kind": "toy", "method": spec.method, "staleness": spec.staleness, "seed": spec.seed,
                    "start_reward": s0, "study": cfg.to_dict()}
-        _atomic_write_text(d / "config.json", json.dumps(run_cfg, indent=2))
+        atomic_write_text(d / "config.json", json.dumps(run_cfg, indent=2))
         kept = read_metrics(d / "metrics.jsonl", before=study.update)  # drop lines past the checkpoint
-        _atomic_write_text(d / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write_text(d / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
         files.append(open(d / "metrics.jsonl", "a"))
     bar = None
     if progress:
@@ -152,14 +152,14 @@ def run_study(cfg: StudyConfig, out_dir, progress: bool = True, threads: int = 1
                 for row, ev in zip(rows, study.evaluate().tolist()):
                     row["eval/reward"] = ev
             if u % cfg.hist_every == 0 or u == cfg.updates - 1:
-                for row, h in zip(rows, _histograms(out_t["_log_ratio"], out_t["_entropy"])):
+                for row, h in zip(rows, log_ratio_histograms(out_t["_log_ratio"], out_t["_entropy"])):
                     row.update(h)
             for f, row in zip(files, rows):
                 f.write(json.dumps(row) + "\n")
             if cfg.checkpoint_every and study.update % cfg.checkpoint_every == 0 and study.update < cfg.updates:
                 for f in files:
                     f.flush()
-                _atomic_torch_save({"study": study.state_dict(), "start_reward": start_reward}, out / CHECKPOINT)
+                atomic_torch_save({"study": study.state_dict(), "start_reward": start_reward}, out / CHECKPOINT)
             if bar is not None:
                 bar.update(1)
                 if u % 20 == 0:

@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 
 from .config import StudyConfig
-from .driver import _atomic_write_text, read_metrics
+from .driver import atomic_write_text, read_metrics
 from .runner import RunSpec
 
 
@@ -168,7 +168,7 @@ def write_report(cfg: StudyConfig, out: Path, specs: list[RunSpec], start_reward
     bins = entropy_by_ratio(out, specs, hi)
     checks = check_phenomena(runs, bins)
     summary = {"config": cfg.to_dict(), "runs": runs, "phenomena": checks, "wall_s": wall_s}
-    _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     figures = make_figures(out, specs, cfg, bins)
     lines = [
         "# Staleness study",
@@ -195,5 +195,5 @@ def write_report(cfg: StudyConfig, out: Path, specs: list[RunSpec], start_reward
         mark = {True: "held", False: "did NOT hold", None: "not evaluated"}[c["held"]]
         lines.append(f"- **{c['phenomenon']}**: {mark}. {c['detail']}")
     lines += ["", "## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figures]
-    _atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return summary

@@ -1,0 +1,279 @@
+"""RL on a small real causal LM with stale-k rollouts: GRPO, M2PO or any registered loss.
+
+Reads in the order it runs: setup (model, tasks, SFT warm start for the tiny model) ->
+loop over rollout steps -> per optimizer update: (M2PO mask over the mini-batch) ->
+micro-batch forward/backward -> clip -> AdamW -> one metrics line. Stale-k as in the
+paper (arXiv 2510.01161, Sec. 3): the rollouts trained at update t were sampled by the
+policy of update t - k; the queue holds token ids + behaviour log-probs, never models.
+
+Per step: prompts -> G samples each (temperature 1, no top-k/top-p) -> old_logp with
+``token_logprobs`` of the sampling model -> rewards -> ``group_advantages`` -> queue.
+Per update (one mini-batch = prompts_per_step / updates_per_step prompts x G):
+
+- mask_scope "minibatch" (paper, Algorithm 1): a no-grad forward over the mini-batch's
+  micro-batches gives logp, ``batch_state`` decides M2PO's mask once, every micro-batch
+  uses ``slice_state`` of it. "microbatch": each micro-batch decides its own (released code).
+- ``aggregate(..., num_tokens=<mini-batch valid tokens>)`` so the accumulated gradient
+  equals that of the mini-batch in one piece.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from pathlib import Path
+
+import torch
+
+from m2po_lab.aggregation import aggregate
+from m2po_lab.losses import LossConfig, batch_state, get_loss, slice_state
+from m2po_lab.metrics import masked_mean
+from m2po_lab.staleness import StaleQueue
+
+from .config import TrainConfig
+from .models import build_tiny_model, load_model_and_tokenizer
+from .rollout import batch_bytes, encode_prompts, format_prompt, load_tasks, logp_and_entropy, model_context, rollout
+from .run_dir import RunDir, histograms, to_row, zeroed_examples
+from .sft import evaluate_accuracy, sft_warm_start
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but CUDA is not available")
+    return torch.device(name)
+
+
+def _step_generator(seed: int, step: int, call: int) -> torch.Generator:
+    """The random stream of rollout ``call`` of rollout step ``step`` (resume-exact)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4099 + call)
+
+
+def load_policy(cfg: TrainConfig, run: RunDir | None, task, device):
+    """The policy and tokenizer: ``cfg.model`` (run None: before OUT is touched), or the tiny model in OUT/model.
+
+    The tiny model is built and SFT-warm-started once (then saved as the RL start);
+    returns (model, tokenizer, SFT report -- {} unless the warm start ran now).
+    """
+    sft = {}
+    if cfg.model is not None:
+        try:
+            model, tok = load_model_and_tokenizer(cfg.model, device=device)
+        except (FileNotFoundError, OSError) as err:
+            raise ValueError(f"model: {err}") from err
+    else:
+        path = run.out / "model"
+        if run.meta.get("start") is None:  # fresh (or interrupted before RL began): build + SFT
+            build_tiny_model(path, seed=cfg.seed)
+        model, tok = load_model_and_tokenizer(path, device=device, local_files_only=True)
+        if run.meta.get("start") is None and cfg.sft_steps:
+            sft = sft_warm_start(model, tok, task, steps=cfg.sft_steps, lr=cfg.sft_lr, seed=cfg.seed, eval_size=0)
+            sft = {k: v for k, v in sft.items() if k != "sft/losses"}
+            model.save_pretrained(str(path))  # the RL start on disk
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model, tok, sft
+
+
+def check_prompts(tok, model, cfg: TrainConfig, task, eval_set) -> None:
+    """ValueError naming ``data`` if any prompt + max_new_tokens exceeds the model context."""
+    items = list(getattr(task, "items", ())) or task.sample(256, torch.Generator().manual_seed(0))
+    prompts = [p for p, _ in items + list(eval_set)]
+    for i in range(0, len(prompts), 1024):
+        encode_prompts(tok, prompts[i : i + 1024], cfg.task, model_context(model), cfg.max_new_tokens)
+
+
+def evaluate(model, tok, cfg: TrainConfig, eval_set, autocast) -> dict[str, float]:
+    """Held-out accuracy: greedy (``eval/accuracy``) and temperature-1 sampled (fixed seed)."""
+    pairs = [(format_prompt(tok, p, cfg.task), a) for p, a in eval_set]
+    out = {}
+    with autocast():
+        for key, greedy in (("eval/accuracy", True), ("eval/accuracy_sampled", False)):
+            out[key] = evaluate_accuracy(model, tok, pairs, greedy=greedy, max_new_tokens=cfg.max_new_tokens,
+                                         temperature=cfg.temperature, seed=cfg.seed + 2)
+    out["eval/reward"] = out["eval/accuracy_sampled"]
+    return out
+
+
+def _combine(per_micro: list[dict], weights: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Micro-batch loss metrics -> one per update: token-weighted means, max of *_max, min of thresholds."""
+    w = torch.stack(weights).float()
+    out = {}
+    for k in per_micro[0]:
+        v = torch.stack([m[k].float() for m in per_micro])
+        if k.endswith("_max"):
+            out[k] = v.max()
+        elif k.endswith("threshold"):
+            out[k] = v.min()
+        else:
+            out[k] = (v * w).sum() / w.sum().clamp(min=1)
+    return out
+
+
+def train_minibatch(model, optimizer, batch: dict, rows: slice, cfg: TrainConfig, has_state: bool, autocast):
+    """One optimizer update on the mini-batch ``rows`` of a rollout batch.
+
+    Returns (scalars: dict of 0-d tensors, tensors: full-mini-batch logp/entropy/zeroed for logging).
+    """
+    device = next(model.parameters()).device
+    loss_fn, lcfg = get_loss(cfg.loss), LossConfig(eps_low=cfg.eps, eps_high=cfg.eps, tau=cfg.tau)
+    mask_cpu = batch["mask"][rows]  # (b, R)
+    R = int(mask_cpu.any(0).nonzero().max()) + 1 if mask_cpu.any() else 1  # trim shared padding (CPU)
+    P = batch["response_start"]
+    ids = batch["input_ids"][rows, : P + R].to(device).long()  # (b, P + R)
+    attn = batch["attention_mask"][rows, : P + R].to(device).long()  # (b, P + R)
+    mask = mask_cpu[:, :R].to(device)  # (b, R)
+    old_logp = batch["old_logp"][rows, :R].to(device)  # (b, R)
+    adv = batch["adv"][rows].to(device)  # (b,)
+    n_tokens = mask.sum()  # mini-batch valid tokens: the token-mean denominator
+    micro = [slice(i, i + cfg.micro_batch_size) for i in range(0, ids.shape[0], cfg.micro_batch_size)]
+    state = None
+    if cfg.mask_scope == "minibatch" and has_state and len(micro) > 1:
+        with torch.no_grad(), autocast():  # the extra cost of deciding over the whole mini-batch
+            logp_all = torch.cat([logp_and_entropy(model, ids[m], attn[m], P, cfg.temperature)[0] for m in micro])
+        state = batch_state(cfg.loss, logp_all, old_logp, adv, mask, lcfg)
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum, per_micro, weights, logps, ents, zeroed = 0.0, [], [], [], [], []
+    for m in micro:
+        with autocast():
+            logp, entropy = logp_and_entropy(model, ids[m], attn[m], P, cfg.temperature)  # (mb, R) each
+        if state is not None:
+            st = slice_state(state, m)
+        elif cfg.mask_scope == "minibatch" and has_state:  # one micro-batch: it is the mini-batch
+            st = batch_state(cfg.loss, logp.detach(), old_logp[m], adv[m], mask[m], lcfg)
+        else:
+            st = {}  # microbatch scope: the loss decides on this micro-batch (released code)
+        per_token_loss, metrics = loss_fn(logp, old_logp[m], adv[m], mask[m], cfg=lcfg, **st)
+        loss = aggregate(per_token_loss, mask[m], cfg.agg_mode, num_tokens=n_tokens, num_seqs=ids.shape[0])
+        loss.backward()
+        # which tokens got no gradient: d per_token_loss / d logp == 0 (tiny, model-free)
+        probe = logp.detach().requires_grad_()
+        with torch.enable_grad():
+            g, = torch.autograd.grad(loss_fn(probe, old_logp[m], adv[m], mask[m], cfg=lcfg, **st)[0].sum(), probe)
+        zeroed.append(mask[m] & (g == 0) & (adv[m, None] != 0))
+        loss_sum = loss_sum + loss.detach()
+        per_micro.append(metrics)
+        weights.append(mask[m].sum())
+        logps.append(logp.detach())
+        ents.append(entropy)
+    clip = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    logp_all, ent_all = torch.cat(logps), torch.cat(ents)  # (b, R)
+    if state is not None:  # exact mini-batch metrics of the mask that was applied
+        metrics = loss_fn(logp_all, old_logp, adv, mask, cfg=lcfg, **state)[1]
+    else:
+        metrics = _combine(per_micro, weights)
+    log_ratio = torch.where(mask, logp_all - old_logp, torch.zeros_like(logp_all))  # (b, R)
+    scalars = {
+        "loss": loss_sum, "entropy": masked_mean(ent_all, mask), "grad_norm": grad_norm.float(),
+        "m2": masked_mean(log_ratio.square(), mask), "response_len": mask.sum(-1).float().mean(),
+        **metrics,
+    }
+    tensors = dict(ids=ids, response_start=P, mask=mask, log_ratio=log_ratio, entropy=ent_all,
+                   zeroed=torch.cat(zeroed))
+    return scalars, tensors
+
+
+def train(cfg: TrainConfig, out_dir, *, resume: bool = False, progress: bool = True) -> dict:
+    """Run (or resume) one RL run into ``out_dir`` (docs/run_format.md); returns the summary."""
+    torch.set_num_threads(cfg.threads)
+    device = _device(cfg.device)
+    use_bf16 = cfg.bf16 and device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    task, eval_set = load_tasks(cfg)  # bad data / model / prompt lengths fail before OUT is written
+    loaded = load_policy(cfg, None, task, device) if cfg.model is not None else None
+    if loaded is not None:
+        check_prompts(loaded[1], loaded[0], cfg, task, eval_set)
+    run = RunDir(out_dir, cfg.to_dict(), resume)
+    model, tok, sft = loaded if loaded is not None else load_policy(cfg, run, task, device)
+    if run.meta.get("start") is None:
+        run.meta["start"] = {**sft, **evaluate(model, tok, cfg, eval_set, autocast)}
+        run.write_meta()
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    U = cfg.updates_per_step
+    queue: StaleQueue[dict] = StaleQueue(cfg.staleness // U)  # in rollout steps of U updates
+    zero = torch.zeros(1, 1)
+    has_state = bool(batch_state(cfg.loss, zero, zero, torch.zeros(1), zero.bool()))
+    update = 0
+    ckpt = run.load_checkpoint() if resume else None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        queue.load_state_dict(ckpt["queue"])
+        torch.set_rng_state(ckpt["rng"])
+        update = int(ckpt["update"])
+    run.open_metrics(update)
+    last_ckpt, mb = update, cfg.minibatch_size
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.total_updates, initial=update, desc=f"train-llm {cfg.loss} s={cfg.staleness}", unit="upd")
+    t_start, last_eval, bytes_per_seq = time.time(), dict(run.meta["start"]), 0.0
+    try:
+        while update < cfg.total_updates:
+            step, calls = update // U, itertools.count()
+            stale = queue.next(update, lambda: rollout(model, tok, task, cfg, _step_generator(cfg.seed, step, next(calls)),
+                                                       autocast))
+            batch = stale.batch
+            bytes_per_seq = batch_bytes(batch) / batch["mask"].shape[0]
+            for j in range(U):
+                if update >= cfg.total_updates:
+                    break
+                t0 = time.time()
+                rows = slice(j * mb, (j + 1) * mb)
+                scalars, tensors = train_minibatch(model, optimizer, batch, rows, cfg, has_state, autocast)
+                row = {"update": update, "staleness": stale.staleness + j,
+                       "reward": float(batch["reward"][rows].mean()), **to_row(scalars)}  # one host sync
+                examples = zeroed_examples(tok, tensors["ids"], tensors["response_start"], tensors["zeroed"],
+                                           tensors["log_ratio"])
+                if examples:
+                    row["masked_tokens"] = examples
+                if update % cfg.hist_every == 0 or update == cfg.total_updates - 1:
+                    row.update(histograms(tensors["log_ratio"], tensors["entropy"], tensors["mask"]))
+                if (update + 1) % cfg.eval_every == 0 or update == cfg.total_updates - 1:
+                    model.eval()
+                    last_eval = evaluate(model, tok, cfg, eval_set, autocast)
+                    model.train()
+                    row.update(last_eval)
+                row["queue/bytes_per_seq"] = bytes_per_seq
+                row["queue/bytes"] = bytes_per_seq * batch["mask"].shape[0] * (len(queue) + 1)
+                row["time/update_s"] = time.time() - t0
+                run.write(row)
+                update += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(reward=f"{row['reward']:.3f}", m2=f"{row['m2']:.4f}",
+                                    mask=f"{row['clip/frac']:.4f}")
+            if cfg.checkpoint_every and update - last_ckpt >= cfg.checkpoint_every and update < cfg.total_updates:
+                run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                     "queue": queue.state_dict(), "rng": torch.get_rng_state(), "update": update})
+                last_ckpt = update
+    finally:
+        run.close()
+        if bar is not None:
+            bar.close()
+    summary = {"start": run.meta["start"], "final": last_eval, "wall_s": time.time() - t_start,
+               "updates": update, "bytes_per_queued_seq": bytes_per_seq}
+    run.meta["summary"] = summary
+    run.write_meta()
+    (run.out / "checkpoint.pt").unlink(missing_ok=True)  # finished: nothing left to resume
+    return summary
+
+
+def resume(out_dir, progress: bool = True) -> dict:
+    """Continue the run in ``out_dir`` from its last checkpoint (same config)."""
+    cfg_path = Path(out_dir) / "config.json"
+    if not cfg_path.exists():
+        raise ValueError(f"resume: {str(out_dir)!r} holds no run (no config.json)")
+    import json
+
+    meta = json.loads(cfg_path.read_text())
+    if "summary" in meta:
+        raise ValueError(f"resume: the run in {str(out_dir)!r} has finished ({meta['summary']['updates']} updates)")
+    cfg = TrainConfig.from_dict({k: v for k, v in meta.items() if k not in ("kind", "start", "summary")})
+    return train(cfg, out_dir, resume=True, progress=progress)
