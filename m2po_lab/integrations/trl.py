@@ -1,0 +1,299 @@
+"""M2PO (and every other m2po-lab loss) inside TRL's ``GRPOTrainer``.
+
+``M2POGRPOTrainer`` overrides one hook, ``_compute_loss(model, inputs)``: it takes the
+completion log-probs of the current policy (``logp``), TRL's ``old_per_token_logps``
+(``old_logp``, the policy that generated the completions), ``advantages`` and
+``completion_mask``, and minimises ``get_loss(name)(logp, old_logp, adv, mask, cfg)``
+reduced by :func:`m2po_lab.aggregation.aggregate`. Everything else (generation,
+rewards, group advantages, the optimizer) is TRL's.
+
+Stale data in TRL. TRL generates one batch every ``steps_per_generation * num_iterations``
+micro-steps and cuts it into ``steps_per_generation`` micro-batches. Only when that
+period does not divide ``gradient_accumulation_steps`` are some micro-batches trained
+after an optimizer update, and only then does TRL compute ``old_per_token_logps``;
+otherwise ``logp == old_logp``, the ratio is identically 1 and M2PO masks nothing, so the
+trainer refuses such a configuration (``ValueError``). Staleness in TRL is *reuse*: a
+batch is trained 0, 1, ..., K - 1 updates after it was generated
+(K = steps_per_generation * num_iterations / gradient_accumulation_steps), not a fixed
+delay of s updates as in the paper's stale-k queue (arXiv 2510.01161, Sec. 3).
+
+Scope of M2PO's mask (``mask_scope="optimizer_batch"``, the paper's Algorithm 1 over the
+optimizer mini-batch). TRL calls ``_compute_loss`` once per micro-batch, but every
+micro-batch of an optimizer step is already in TRL's generation buffer when the step
+begins. On its first micro-batch the trainer runs one extra no-grad forward over all the
+micro-batches of the step, gathers them from every data-parallel process, decides the
+mask once (:func:`m2po_lab.losses.batch_state`) and hands each micro-batch its slice
+(:func:`m2po_lab.losses.slice_state`). This needs each optimizer step to lie inside one
+generation: ``(steps_per_generation * num_iterations) % gradient_accumulation_steps == 0``;
+otherwise (or with ``mask_scope="micro_batch"``, the released code's choice) each
+micro-batch decides its own mask. Cost: one extra forward pass per optimizer step.
+
+Metrics: the loss's tensors (``m2po/mask_frac``, ``m2po/m2_before``, ``clip/frac``,
+``is/ratio_max``, ...) are averaged over processes and appended to TRL's ``self._metrics``
+with one host sync per micro-batch; TRL's ``log`` averages them over the logging interval.
+
+Tested with trl 1.16.0 (``TESTED_TRL``). The hook and the private helpers it uses
+(``_get_per_token_logps_and_entropies``, ``_buffered_inputs``, ``_step``, ``_metrics``)
+change between TRL releases; another version gets a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+from m2po_lab._checks import check_choice
+from m2po_lab.aggregation import AGG_MODES, aggregate
+from m2po_lab.losses import LossConfig, batch_state, get_loss, slice_state
+
+try:
+    import trl
+    from trl import GRPOConfig, GRPOTrainer
+except ImportError as err:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "m2po_lab.integrations.trl needs TRL: pip install 'm2po-lab[trl]' (tested with trl 1.16)"
+    ) from err
+
+TESTED_TRL = (1, 16)
+"""TRL major.minor this adapter was tested against (pyproject extra: trl>=1.16,<1.17)."""
+
+MASK_SCOPES = ("optimizer_batch", "micro_batch")
+
+# Optional multimodal inputs TRL forwards to the model (names as in TRL 1.16's _compute_loss).
+_MODEL_KWARGS = (
+    "pixel_values",
+    "image_grid_thw",
+    "num_images",
+    "pixel_attention_mask",
+    "spatial_shapes",
+    "num_tiles",
+    "image_sizes",
+    "token_type_ids",
+    "mm_token_type_ids",
+    "image_position_ids",
+)
+
+
+@dataclass(frozen=True)
+class PolicyLossArgs:
+    """Which m2po-lab loss ``M2POGRPOTrainer`` minimises, and over what batch it decides M2PO's mask."""
+
+    loss: str = "m2po"
+    """A registered loss: m2po, m2po_released, grpo, no_tr, gspo, tis, mis, cispo."""
+    loss_config: LossConfig = field(default_factory=LossConfig)
+    """Its hyperparameters: tau (0.04, the paper), region ('harmful', the paper), eps, ..."""
+    agg_mode: str = "token-mean"
+    """Reduction (verl's names); token-mean is M2PO's 1 / sum_i |o_i| (masked tokens stay counted)."""
+    mask_scope: str = "optimizer_batch"
+    """'optimizer_batch' (paper, Algorithm 1 over the mini-batch) or 'micro_batch' (released code)."""
+
+    def __post_init__(self):
+        get_loss(self.loss)
+        if not isinstance(self.loss_config, LossConfig):
+            raise ValueError(f"loss_config must be a LossConfig, got {type(self.loss_config).__name__}")
+        check_choice("agg_mode", self.agg_mode, AGG_MODES)
+        check_choice("mask_scope", self.mask_scope, MASK_SCOPES)
+
+
+def generations_reused(args: GRPOConfig) -> bool:
+    """True when TRL trains some micro-batches after an update, i.e. computes ``old_per_token_logps``.
+
+    TRL 1.16 computes them iff ``gradient_accumulation_steps % (steps_per_generation *
+    num_iterations) != 0`` (the vLLM importance-sampling path computes them regardless, but
+    then they equal the current log-probs and the ratio is still 1).
+    """
+    generate_every = args.steps_per_generation * args.num_iterations
+    return args.gradient_accumulation_steps % generate_every != 0
+
+
+def check_args(args: GRPOConfig | None) -> None:
+    """``ValueError`` for a GRPOConfig under which the M2PO ratio would be identically 1, or that we cannot honour."""
+    if args is None:
+        raise ValueError(
+            "M2POGRPOTrainer needs an explicit GRPOConfig with reused generations: TRL's default "
+            "(steps_per_generation = gradient_accumulation_steps, num_iterations = 1) is on-policy"
+        )
+    if not generations_reused(args):
+        raise ValueError(
+            "M2POGRPOTrainer: generations are on-policy with gradient_accumulation_steps="
+            f"{args.gradient_accumulation_steps}, steps_per_generation={args.steps_per_generation}, "
+            f"num_iterations={args.num_iterations}: every generation is trained within one optimizer "
+            "step, so TRL computes no old_per_token_logps and the ratio pi_theta / pi_old is identically 1 "
+            "(M2PO would mask nothing). Reuse generations across optimizer steps, e.g. "
+            "steps_per_generation = 4 * gradient_accumulation_steps (4 updates per generation, as in "
+            "arXiv 2510.01161) or num_iterations > 1: steps_per_generation * num_iterations must not "
+            "divide gradient_accumulation_steps."
+        )
+    unsupported = {
+        "beta": (args.beta, 0.0),
+        "importance_sampling_level": (args.importance_sampling_level, "token"),
+        "top_entropy_quantile": (args.top_entropy_quantile, 1.0),
+        "off_policy_mask_threshold": (args.off_policy_mask_threshold, None),
+    }
+    bad = [f"{k}={v!r} (need {want!r})" for k, (v, want) in unsupported.items() if v != want]
+    if bad:
+        raise ValueError(
+            "M2POGRPOTrainer does not apply these GRPOConfig settings: " + ", ".join(bad)
+            + ". Pick the loss with PolicyLossArgs(loss=...), e.g. loss='gspo' for sequence-level ratios."
+        )
+
+
+class M2POGRPOTrainer(GRPOTrainer):
+    """TRL ``GRPOTrainer`` whose policy loss is ``m2po_lab.get_loss(policy_loss.loss)``.
+
+    Args are ``GRPOTrainer``'s, plus ``policy_loss`` (a :class:`PolicyLossArgs`; default
+    M2PO with tau 0.04 over the optimizer batch). ``GRPOConfig.loss_type``, ``epsilon``,
+    ``epsilon_high`` and ``delta`` are not used: the loss and its clip widths come from
+    ``policy_loss``. TRL's vLLM importance-sampling ratio, when present, multiplies the
+    per-token loss as in TRL.
+    """
+
+    def __init__(self, model, reward_funcs=None, args=None, *rest, policy_loss: PolicyLossArgs | None = None, **kw):
+        check_args(args)
+        if tuple(int(p) for p in trl.__version__.split(".")[:2]) != TESTED_TRL:
+            warnings.warn(
+                f"m2po_lab.integrations.trl was tested with trl {TESTED_TRL[0]}.{TESTED_TRL[1]}.x, found "
+                f"{trl.__version__}; it overrides GRPOTrainer._compute_loss and uses private helpers",
+                stacklevel=2,
+            )
+        self.policy_loss = PolicyLossArgs() if policy_loss is None else policy_loss
+        self._window = None  # (optimizer step, {buffer index: state}, num_tokens, num_seqs)
+        super().__init__(model, reward_funcs, args, *rest, **kw)
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        self._window_scope = (
+            self.policy_loss.mask_scope == "optimizer_batch"
+            and generate_every % self.args.gradient_accumulation_steps == 0
+        )
+        if self.policy_loss.mask_scope == "optimizer_batch" and not self._window_scope:
+            warnings.warn(
+                "mask_scope='optimizer_batch' needs (steps_per_generation * num_iterations) % "
+                "gradient_accumulation_steps == 0 (each optimizer step inside one generation); "
+                "deciding the mask per micro-batch instead",
+                stacklevel=2,
+            )
+
+    # ------------------------------------------------------------ per micro-batch
+    def _compute_loss(self, model, inputs):
+        mask = self._loss_mask(inputs)  # (B, T) bool
+        logp = self._completion_logps(model, inputs)  # (B, T), carries the gradient
+        old_logp = inputs.get("old_per_token_logps")
+        if old_logp is None:  # eval: TRL does not compute them, the batch is on-policy
+            old_logp = logp.detach()
+        adv = inputs["advantages"]  # (B,) or (B, T)
+        state, num_tokens, num_seqs = self._loss_state(model, inputs, logp, old_logp, adv, mask)
+        per_token_loss, metrics = get_loss(self.policy_loss.loss)(
+            logp, old_logp, adv, mask, cfg=self.policy_loss.loss_config, **state
+        )
+        if "importance_sampling_ratio" in inputs:  # TRL's vLLM sampler-mismatch weight, (B, T) or (B, 1)
+            per_token_loss = per_token_loss * inputs["importance_sampling_ratio"].detach()
+        loss = aggregate(
+            per_token_loss,
+            mask,
+            self.policy_loss.agg_mode,
+            num_tokens=num_tokens,
+            num_seqs=num_seqs,
+            norm_const=self.args.max_completion_length,
+        )
+        self._log_loss_metrics(metrics)
+        return loss
+
+    def _loss_mask(self, inputs) -> torch.Tensor:
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        return mask.bool()
+
+    def _completion_logps(self, model, inputs) -> torch.Tensor:
+        """log pi_theta of the completion tokens, (B, T), through TRL's own forward helper."""
+        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        kwargs = {k: inputs.get(k) for k in _MODEL_KWARGS}
+        logp, _, _ = self._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, inputs["completion_ids"].size(1), **kwargs
+        )
+        return logp
+
+    # ------------------------------------------------------------ optimizer-batch scope
+    def _loss_state(self, model, inputs, logp, old_logp, adv, mask):
+        """(batch state for this micro-batch, global token count, global sequence count).
+
+        Training with ``mask_scope='optimizer_batch'``: decided once per optimizer step over
+        all its micro-batches on all processes. Otherwise: over this micro-batch (counts None).
+        """
+        if not self.model.training:
+            return batch_state(self.policy_loss.loss, logp, old_logp, adv, mask, self.policy_loss.loss_config), None, None
+        spg = self.args.steps_per_generation
+        index = self._step % spg
+        if not self._window_scope or inputs is not self._buffered_inputs[index]:
+            state = batch_state(self.policy_loss.loss, logp, old_logp, adv, mask, self.policy_loss.loss_config)
+            # each micro-batch normalised by its own counts; TRL sums the micro-batches: average them
+            return state, *self._window_counts([inputs] * self.current_gradient_accumulation_steps)
+        step = self._step // self.args.gradient_accumulation_steps
+        if self._window is None or self._window[0] != step:
+            self._window = (step, *self._decide_window(model, step))
+        return self._window[1][index], self._window[2], self._window[3]
+
+    def _window_counts(self, batches):
+        """Valid tokens and sequences of the optimizer step (micro-batches with repetition), per process share."""
+        tokens = sum(self._loss_mask(b).sum() for b in batches)
+        seqs = sum(len(b["completion_ids"]) for b in batches)
+        counts = torch.stack([tokens.float(), tokens.new_tensor(seqs, dtype=torch.float)])  # (2,)
+        counts = self.accelerator.reduce(counts, reduction="sum") / self.accelerator.num_processes
+        return counts[0], counts[1]
+
+    @torch.no_grad()
+    def _decide_window(self, model, step):
+        """batch_state over every micro-batch of optimizer step ``step`` on every process, sliced per micro-batch."""
+        ga, spg = self.args.gradient_accumulation_steps, self.args.steps_per_generation
+        indices = [(step * ga + j) % spg for j in range(ga)]  # buffer slots, in training order
+        unique = list(dict.fromkeys(indices))  # a slot used twice in one step counts once for the mask
+        parts = []
+        for i in unique:
+            b = self._buffered_inputs[i]
+            logp = self._completion_logps(model, b)
+            old_logp = b.get("old_per_token_logps", logp)
+            adv = b["advantages"]
+            adv = adv[:, None].expand_as(logp) if adv.dim() == 1 else adv
+            parts.append((logp, old_logp, adv, self._loss_mask(b)))
+        width = max(p[0].shape[1] for p in parts)
+        logp, old_logp, adv, mask = (torch.cat([_pad(p[k], width) for p in parts]) for k in range(4))  # (N, T)
+        rows = logp.shape[0]
+        logp, old_logp, adv, mask = self._gather_rows(logp, old_logp, adv, mask)
+        state = batch_state(self.policy_loss.loss, logp, old_logp, adv, mask, self.policy_loss.loss_config)
+        offset = self.accelerator.process_index * rows  # this process's rows in the gathered batch
+        per_slot = {}
+        for i, (p_logp, *_) in zip(unique, parts):
+            n, t = p_logp.shape
+            local = slice_state(state, slice(offset, offset + n))
+            per_slot[i] = {k: (v if v.dim() == 0 else v[:, :t]) for k, v in local.items()}
+            offset += n
+        return (per_slot, *self._window_counts([self._buffered_inputs[i] for i in indices]))
+
+    def _gather_rows(self, *tensors):
+        """Concatenate (N, T) tensors over data-parallel processes (rank order, padded to one T)."""
+        if self.accelerator.num_processes == 1:
+            return tensors
+        out = []
+        for t in tensors:
+            t = t.float() if t.dtype == torch.bool else t
+            t = self.accelerator.pad_across_processes(t, dim=1, pad_index=0)
+            out.append(self.accelerator.gather(t))
+        out[-1] = out[-1].bool()
+        return out
+
+    # ------------------------------------------------------------ logging
+    def _log_loss_metrics(self, metrics: dict[str, torch.Tensor]) -> None:
+        """Append the loss's metrics (mean over processes) to TRL's ``_metrics``: one host sync."""
+        mode = "train" if self.model.training else "eval"
+        names = sorted(metrics)
+        values = torch.stack([metrics[k].detach().float().reshape(()) for k in names])[None]  # (1, K)
+        values = self.accelerator.gather(values).mean(0).tolist()  # host sync, once
+        for name, value in zip(names, values):
+            self._metrics[mode][name].append(value)
+
+
+def _pad(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Right-pad a (N, T) tensor with zeros (False) to (N, width)."""
+    return torch.nn.functional.pad(t, (0, width - t.shape[1])) if t.shape[1] < width else t
