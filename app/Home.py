@@ -30,4 +30,14 @@ st.page_link(
     label="1 · Importance weights and masking: which tokens each method keeps, clips or masks",
     icon="⚖️",
 )
-st.caption("More pages (training runs, staleness studies) read run directories; see docs/run_format.md.")
+st.page_link(
+    "pages/2_Staleness_study.py",
+    label="2 · Staleness study: train the toy task live (or open a study) and compare methods by staleness",
+    icon="⏳",
+)
+st.page_link(
+    "pages/3_Run_browser.py",
+    label="3 · Run browser: any metric of any run (toy or LLM), log-ratio quantile bands, masked tokens",
+    icon="🗂️",
+)
+st.caption("Pages 2 and 3 read run directories; see docs/run_format.md.")

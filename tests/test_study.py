@@ -137,3 +137,13 @@ def test_batched_runs_do_not_interact():
     idx = [i for i, s in enumerate(b.specs) if s == a.specs[0]][0]
     rb = [out["reward"][idx].item() for out, _ in b.steps()]
     assert ra == rb
+
+
+def test_phenomena_are_not_judged_when_nothing_was_learned():
+    from m2po_lab.study.report import check_phenomena
+
+    runs = [dict(method=m, staleness=s, seed=0, final_reward=0.0, peak_reward=0.0, clip_frac_mean=0.0,
+                 clip_frac_steady=0.0, collapsed=False) for m in ("grpo", "no_tr", "m2po") for s in (0, 8)]
+    checks = check_phenomena(runs, None)
+    assert [c["held"] for c in checks] == [None] * 5
+    assert "earned no reward" in checks[0]["detail"]

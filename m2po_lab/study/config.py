@@ -121,7 +121,7 @@ PRESETS: dict[str, StudyConfig] = {
     "paper": StudyConfig(),
     "quick": StudyConfig(
         methods=("grpo", "m2po"), staleness=(0, 8), seeds=(0,), updates=40, eval_every=10, hist_every=20,
-        checkpoint_every=20, warm_start_steps=50,
+        checkpoint_every=20, warm_start_steps=300, n_prompts=16, prompts_per_step=16,
     ),
 }
 

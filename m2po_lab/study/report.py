@@ -67,14 +67,22 @@ def check_phenomena(runs: list[dict], entropy_bins: dict | None) -> list[dict]:
     def add(name, held, detail):
         out.append({"phenomenon": name, "held": held, "detail": detail})
 
-    if "grpo" in methods and len(stal) > 1:
+    g0 = _mean(_cell(runs, "grpo", lo, "final_reward")) if "grpo" in methods else float("nan")
+    if "grpo" in methods and not g0 > 0:  # nothing learned: no comparison means anything
+        why = f"GRPO at s={lo} earned no reward (final {g0:.3f}); train longer or warm-start more"
+        for name in ("1. GRPO degrades with staleness", "2. no_tr prospers, then collapses",
+                     "3. M2PO at high staleness matches on-policy GRPO",
+                     "4. M2PO masks far fewer tokens than GRPO clips"):
+            add(name, None, why)
+        methods = set()
+    elif "grpo" in methods and len(stal) > 1:
         f = [_mean(_cell(runs, "grpo", s, "final_reward")) for s in stal]
         inversions = sum(b > a for a, b in zip(f, f[1:]))
         held = f[-1] <= 0.9 * f[0] and inversions <= 1
         add("1. GRPO degrades with staleness", held,
             f"final reward by staleness {dict(zip(stal, [round(x, 3) for x in f]))}; s={hi} / s={lo} = "
             f"{_div(f[-1], f[0]):.2f} (needs <= 0.90); {inversions} inversion(s) (<= 1 allowed)")
-    else:
+    elif methods:
         add("1. GRPO degrades with staleness", None, "needs grpo at two or more staleness values")
     if {"grpo", "no_tr"} <= methods:
         peaks = _cell(runs, "no_tr", hi, "peak_reward")
@@ -85,11 +93,10 @@ def check_phenomena(runs: list[dict], entropy_bins: dict | None) -> list[dict]:
         add("2. no_tr prospers, then collapses", held,
             f"no_tr s={hi} peak {_mean(peaks):.3f} vs grpo s={hi} final {grpo_final:.3f}; "
             f"collapsed in {collapsed}/{n} seeds (needs >= 2/3)")
-    else:
+    elif methods:
         add("2. no_tr prospers, then collapses", None, "needs grpo and no_tr")
     if {"grpo", "m2po"} <= methods:
         m_final = _mean(_cell(runs, "m2po", hi, "final_reward"))
-        g0 = _mean(_cell(runs, "grpo", lo, "final_reward"))
         collapsed = sum(_cell(runs, "m2po", hi, "collapsed"))
         held = m_final >= 0.95 * g0 and collapsed == 0
         add("3. M2PO at high staleness matches on-policy GRPO", held,
@@ -104,7 +111,7 @@ def check_phenomena(runs: list[dict], entropy_bins: dict | None) -> list[dict]:
             f"clipped {100 * g_clip:.3f}% (ratio {_div(g_clip, m_clip):.1f}x, needs >= 10x); over all updates, "
             f"including the first {hi} on base-policy batches: {100 * m_all:.3f}% vs {100 * g_all:.3f}% "
             f"({_div(g_all, m_all):.1f}x)")
-    else:
+    elif methods:
         add("3. M2PO at high staleness matches on-policy GRPO", None, "needs grpo and m2po")
         add("4. M2PO masks far fewer tokens than GRPO clips", None, "needs grpo and m2po")
     if entropy_bins:

@@ -1,0 +1,282 @@
+"""Page 2: the staleness study of arXiv 2510.01161 on the toy task.
+
+Run a small study live (``m2po_lab.study.run_study`` into a cache folder named by the hash of
+the config, so the same settings are trained once), or open a study directory
+(docs/run_format.md). Everything shown is read back from the directory by ``m2po_lab.runs``,
+cached on (path, file mtimes); the ``*_chart`` / ``*_section`` functions only draw.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from _common import PAPER, new_figure, number, page_setup, percent, show
+from matplotlib.ticker import FuncFormatter
+
+from m2po_lab import runs
+from m2po_lab.losses import LOSSES
+from m2po_lab.study import get_preset, run_study
+
+STALENESS_CHOICES = (0, 4, 8, 16, 32, 64, 128, 256)  # multiples of updates_per_step = 4
+UPDATE_CHOICES = (100, 200, 400, 800)
+MIN_BIN_TOKENS = 20  # entropy bins with fewer tokens are not drawn (as in the study's report)
+SOURCES = ("Run a small study", "Open a study directory")
+
+
+# ---------------------------------------------------------------- where the study comes from
+@st.cache_resource
+def _jobs() -> tuple[dict, dict]:
+    """Studies training in a background thread and their errors, by output folder (shared by every session)."""
+    return {}, {}
+
+
+def _train(cfg, out: str, errors: dict) -> None:
+    try:
+        run_study(cfg, out, progress=False)
+    except Exception as e:  # shown by the page that polls this job
+        errors[out] = f"{type(e).__name__}: {e}"
+
+
+def _wait_for(cfg, out: str, thread: threading.Thread, errors: dict) -> None:
+    """Progress of a training study, polled from its metrics files, until it ends."""
+    n_runs = len(cfg.methods) * len(cfg.staleness) * len(cfg.seeds)
+    t0 = time.time()
+    with st.status(f"Training {n_runs} runs x {cfg.updates} updates ...", expanded=True) as status:
+        bar = st.progress(0.0, text="warm start (supervised) ...")
+        while thread.is_alive():
+            thread.join(0.5)
+            frac = runs.study_progress(out, cfg.updates)
+            bar.progress(frac, text=f"{100 * frac:.0f}% of updates written ({time.time() - t0:.0f} s)")
+        if out in errors:
+            status.update(label="The study failed", state="error")
+            st.error(errors.pop(out))
+        else:
+            status.update(label=f"Trained {n_runs} runs in {time.time() - t0:.0f} s", state="complete", expanded=False)
+
+
+def run_ui() -> str | None:
+    """Widgets of a live study; returns its folder once it has finished, else None."""
+    st.sidebar.header("A small study")
+    methods = st.sidebar.multiselect(
+        "methods (registered losses)", list(LOSSES), ["grpo", "no_tr", "m2po"], key="methods"
+    )
+    staleness = st.sidebar.multiselect("staleness values (updates)", STALENESS_CHOICES, [0, 16, 64], key="staleness")
+    seeds = st.sidebar.multiselect("seeds", list(range(5)), [0], key="seeds")
+    updates = st.sidebar.select_slider("updates per run", UPDATE_CHOICES, 200, key="updates")
+    try:
+        cfg = get_preset(
+            "paper", methods=tuple(methods), staleness=tuple(sorted(staleness)), seeds=tuple(sorted(seeds)),
+            updates=int(updates), eval_every=int(updates) // 20, hist_every=int(updates) // 10,
+            checkpoint_every=int(updates) // 4,
+        )
+    except ValueError as e:
+        st.sidebar.error(str(e))
+        return None
+    out = str(runs.study_cache_dir(cfg.to_dict()))
+    n_runs = len(cfg.methods) * len(cfg.staleness) * len(cfg.seeds)
+    st.sidebar.caption(f"{n_runs} runs, trained together as one batched model on one CPU thread (the default, "
+                       f"9 runs x 200 updates, takes about 20 s). Folder: `{out}`")
+    jobs, errors = _jobs()
+    finished = Path(out, runs.SUMMARY).exists()
+    clicked = st.sidebar.button("Cached: already trained" if finished else "Run the study", key="run_study",
+                                type="primary", disabled=finished)
+    job = jobs.get(out)
+    if clicked and (job is None or not job.is_alive()):
+        job = jobs[out] = threading.Thread(target=_train, args=(cfg, out, errors), daemon=True)
+        job.start()
+    if job is not None and job.is_alive():
+        _wait_for(cfg, out, job, errors)
+    elif out in errors:
+        st.error(errors.pop(out))
+    if Path(out, runs.SUMMARY).exists():
+        return out
+    st.info("Choose methods, staleness values and seeds in the sidebar, then press **Run the study**. "
+            "Or open an existing study directory (`m2po-lab study --out DIR`).")
+    return None
+
+
+def open_ui() -> str | None:
+    path = st.sidebar.text_input("study directory", value=st.query_params.get("dir", ""), key="study_dir",
+                                 placeholder="/tmp/q_demo", help="written by `m2po-lab study --out DIR`")
+    if not path.strip():
+        st.info("Enter the path of a study directory in the sidebar (written by `m2po-lab study --out DIR`).")
+        return None
+    return path.strip()
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading the study ...")
+def load_study(path: str, signature: tuple) -> runs.Study:
+    """``signature`` (file mtimes and sizes) makes a changed directory a new cache entry."""
+    return runs.load_study(path)
+
+
+def choose(label: str, options: list[int], key: str) -> int:
+    """A select-slider over ``options`` (default: the last); a caption when there is only one."""
+    if len(options) == 1:
+        st.caption(f"{label}: {options[0]} (the only one)")
+        return options[0]
+    return st.select_slider(label, options, options[-1], key=key)
+
+
+# ---------------------------------------------------------------- drawing
+def headline(study: runs.Study, k: int) -> None:
+    cols = st.columns(len(study.methods))
+    for col, m in zip(cols, study.methods):
+        sel = runs.select(study.runs, m, k)
+        col.metric(f"{m} clip/frac", percent(runs.steady_fraction(sel), 3),
+                   help=f"mean clip/frac over updates >= {k} (every batch exactly {k} stale), mean over seeds")
+        col.metric(f"{m} final eval/reward", number(runs.final_value(sel), 3), help="last eval/reward, mean over seeds")
+
+
+def _method_colors(study: runs.Study) -> dict[str, str]:
+    return {m: f"C{i}" for i, m in enumerate(study.methods)}
+
+
+def reward_chart(study: runs.Study, k_shown: int) -> None:
+    stal = study.staleness
+    fig, axes = new_figure(11, 3.0, ncols=len(stal), sharey=True, squeeze=False)
+    colors = _method_colors(study)
+    for ax, k in zip(axes[0], stal):
+        for m in study.methods:
+            band = runs.seed_band(runs.select(study.runs, m, k), "eval/reward")
+            if band is None:
+                continue
+            ax.plot(band["update"], band["mean"], color=colors[m], label=m)
+            if band["n"] > 1:
+                ax.fill_between(band["update"], band["min"], band["max"], color=colors[m], alpha=0.15, lw=0)
+        ax.set_title(f"staleness {k}", fontsize=9, fontweight="bold" if k == k_shown else "normal")
+        ax.set_xlabel("update")
+    axes[0][0].set_ylabel("eval/reward")
+    axes[0][-1].legend(fontsize=7)
+    show(fig, "Evaluation reward over updates, one panel per staleness, one line per method")
+
+
+def clip_chart(study: runs.Study, k: int, window: int) -> None:
+    fig, ax = new_figure(5, 3.2)
+    colors = _method_colors(study)
+    for m in study.methods:
+        band = runs.seed_band(runs.select(study.runs, m, k), "clip/frac", window)
+        if band is not None:
+            ax.plot(band["update"], band["mean"], color=colors[m], label=m)
+    ax.axvline(k, color="k", ls=":", lw=1)
+    ax.set_yscale("symlog", linthresh=1e-4, linscale=0.5)
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{100 * y:g}%"))
+    ax.set(xlabel="update", ylabel="clip/frac (gradient zeroed)")
+    ax.set_title(f"staleness {k}, mean of {window} updates", fontsize=9)
+    ax.legend(fontsize=7)
+    show(fig, f"Fraction of tokens clipped or masked over updates at staleness {k}, log scale")
+
+
+def entropy_chart(study: runs.Study, k: int) -> None:
+    fig, ax = new_figure(5, 3.2)
+    colors = _method_colors(study)
+    labels = None
+    for m in study.methods:
+        bins = runs.pooled_entropy_by_ratio(runs.select(study.runs, m, k))
+        if bins is None:
+            continue
+        labels = runs.bin_labels(bins["edges"])
+        ok = bins["counts"] >= MIN_BIN_TOKENS
+        x = np.arange(len(labels))
+        ax.plot(x[ok], bins["entropy"][ok], "o-", color=colors[m], label=m, ms=4)
+    if labels is None:
+        ax.text(0.5, 0.5, "no entropy_by_ratio records", ha="center", transform=ax.transAxes)
+    else:
+        ax.set_xticks(range(len(labels)), labels, rotation=35, fontsize=7)
+    ax.set(xlabel="|r - 1|", ylabel="mean token entropy")
+    ax.set_title(f"staleness {k}, every recorded update pooled", fontsize=9)
+    ax.legend(fontsize=7)
+    show(fig, f"Mean token entropy in bins of |r - 1| at staleness {k}")
+
+
+def hist_section(study: runs.Study, k: int) -> None:
+    sel = runs.select(study.runs, staleness=k)
+    updates = runs.hist_updates(sel)
+    if not updates:
+        st.info("No is/log_ratio_hist records at this staleness.")
+        return
+    u = choose("update of the recorded histogram", updates, key="hist_update")
+    fig, ax = new_figure(11, 3.0)
+    colors = _method_colors(study)
+    for m in study.methods:
+        hists = [runs.hist_at(r, u) for r in runs.select(sel, m)]
+        edges, counts = hists[0][0], sum(c for _, c in hists)
+        ax.stairs(counts / max(counts.sum(), 1), edges, color=colors[m], label=m, lw=1.5)
+    ax.set_yscale("log")
+    ax.set(xlabel="log r = logp - old_logp (clamped to the edges)", ylabel="share of tokens")
+    ax.set_title(f"staleness {k}, update {u}", fontsize=9)
+    ax.legend(fontsize=7)
+    show(fig, f"Histogram of log r at update {u}, staleness {k}, one line per method")
+    cols = st.columns(len(study.methods))
+    for col, m in zip(cols, study.methods):
+        m2 = [runs.values_at(r, ["m2"], u)["m2"] for r in runs.select(sel, m)]
+        m2 = [x for x in m2 if x is not None]
+        col.metric(f"{m} M2 at this update", number(float(np.mean(m2))) if m2 else "—",
+                   help="m2 = mean (log r)^2 over the trained batch, mean over seeds")
+
+
+def summary_section(study: runs.Study) -> None:
+    if study.summary is None:
+        st.info("No summary.json yet: the study has not finished.")
+        return
+    st.dataframe(
+        pd.DataFrame(runs.summary_table(study.summary)), hide_index=True, key="summary_table",
+        column_config={k: st.column_config.NumberColumn(format="%.4f") for k in
+                       ("final_reward", "peak_reward", "clip_frac_mean", "clip_frac_steady", "m2_mean")},
+    )
+    st.caption("Means over seeds. final_reward: mean eval/reward over the last 10% of updates; "
+               "clip_frac_steady: over updates >= staleness; collapsed: number of seeds.")
+    marks = {True: ":green[held]", False: ":red[did not hold]", None: ":gray[not evaluated]"}
+    lines = [f"- **{p['phenomenon']}**: {marks[p['held']]}. {p['detail']}" for p in study.summary.get("phenomena", [])]
+    if lines:
+        st.markdown(f"**Phenomena of {PAPER}** (checked by the study's report)\n\n" + "\n".join(lines))
+
+
+# ---------------------------------------------------------------- the page
+page_setup("Staleness study")
+st.markdown(
+    f"""
+The toy task trained with each loss while the batch of update *t* comes from the policy of
+update *t − k* ({PAPER}). Watch GRPO's clip fraction grow with the staleness *k*
+while M2PO masks a small fraction, and where the stale tokens sit: their entropy rises with
+`|r − 1|`, so clipping them removes the informative ones.
+"""
+)
+source = st.sidebar.radio("study", SOURCES, index=1 if st.query_params.get("dir") else 0, key="study_source")
+path = run_ui() if source == SOURCES[0] else open_ui()
+if path is None:
+    st.stop()
+try:
+    study = load_study(path, runs.dir_signature(path))
+except runs.RunDirError as e:
+    st.error(f"Cannot open this study: {e}")
+    st.stop()
+
+st.caption(f"`{study.path}`: {len(study.runs)} runs, methods {', '.join(study.methods)}, staleness "
+           f"{study.staleness}. Open it in the Run browser (page 3) for any metric of any run.")
+k = choose("staleness shown", study.staleness, key="staleness_shown")
+window = st.sidebar.slider("smoothing of clip/frac (updates)", 1, 50, 10, key="clip_smooth")
+headline(study, k)
+
+st.subheader("Reward over training")
+reward_chart(study, k)
+left, right = st.columns(2)
+with left:
+    st.subheader("Gradient zeroed: clip/frac")
+    clip_chart(study, k, window)
+    st.caption("Symmetric-log axis: linear below 0.01%, so 0 (no_tr never zeroes a token) stays in view. "
+               f"Dotted: update {k}, from which every batch is exactly {k} updates stale.")
+with right:
+    st.subheader("Entropy by |r - 1|")
+    entropy_chart(study, k)
+    st.caption(f"Token-weighted mean entropy of each bin (entropy_by_ratio), bins with >= {MIN_BIN_TOKENS} tokens.")
+st.subheader("Importance weights over training")
+hist_section(study, k)
+st.subheader("Summary")
+summary_section(study)

@@ -1,0 +1,193 @@
+"""Page 3: browse run directories (docs/run_format.md): toy runs, LLM runs, or the runs of a study.
+
+Every number comes from ``m2po_lab.runs`` (reading and checking the directory, cached on
+(path, file mtimes)); the ``*_chart`` / ``*_section`` functions only draw. A directory that
+cannot be read shows what is wrong with it (``runs.RunDirError``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+import streamlit as st
+from _common import PAPER, new_figure, page_setup, show
+
+from m2po_lab import runs
+
+DEFAULT_METRICS = ("reward", "eval/reward", "eval/accuracy", "clip/frac", "m2")
+MAX_DEFAULT_RUNS = 4
+BAND_COLOR = "#1f77b4"
+
+
+# ---------------------------------------------------------------- widgets and loading
+def dir_ui() -> str | None:
+    path = st.sidebar.text_input(
+        "run or study directory", value=st.query_params.get("dir", ""), key="run_dir", placeholder="/tmp/q_demo",
+        help="a run (holds metrics.jsonl), a study (holds runs/), or a folder whose sub-folders are runs",
+    )
+    if not path.strip():
+        st.info("Enter the path of a run directory, a study directory or a folder of runs in the sidebar.")
+        return None
+    return path.strip()
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def load_run(path: str, signature: tuple) -> runs.Run:
+    """``signature`` (file mtimes and sizes) makes a changed run a new cache entry."""
+    return runs.load_run(path)
+
+
+def runs_ui(path: str) -> list[runs.Run]:
+    """The runs found under ``path`` that the reader picks, loaded; errors shown per run."""
+    found = runs.find_runs(path)
+    names = list(found)
+    chosen = names
+    if len(names) > 1:
+        chosen = st.sidebar.multiselect("runs to overlay", names, names[:MAX_DEFAULT_RUNS], key="runs")
+    loaded = []
+    for name in chosen:
+        try:
+            loaded.append(load_run(str(found[name]), runs.dir_signature(found[name])))
+        except runs.RunDirError as e:
+            st.error(f"Cannot read run {name}: {e}")
+    return loaded
+
+
+def metrics_ui(loaded: list[runs.Run]) -> tuple[list[str], list[str], int]:
+    keys = runs.numeric_keys(loaded)
+    default = [k for k in DEFAULT_METRICS if k in keys]
+    metrics = st.multiselect("metrics", keys, default, key="metrics")
+    log_y = st.sidebar.multiselect("log-scale y axis for", metrics, key="log_metrics")
+    window = st.sidebar.slider("smoothing (trailing mean over updates)", 1, 50, 1, key="smooth")
+    return metrics, log_y, window
+
+
+def cursor_ui(loaded: list[runs.Run]) -> int:
+    lo, hi = runs.update_range(loaded)
+    if lo == hi:
+        st.caption(f"One update logged: {lo}.")
+        return hi
+    return st.slider("update (cursor)", lo, hi, hi, key="cursor",
+                     help="the table, the dotted lines and the masked tokens are read at this update")
+
+
+# ---------------------------------------------------------------- drawing
+def values_table(loaded: list[runs.Run], metrics: list[str], cursor: int) -> None:
+    if not metrics:
+        return
+    rows = {}
+    for run in loaded:
+        vals = runs.values_at(run, metrics, cursor)
+        rows[run.name] = {k: "—" if v is None else f"{v:.4g}" for k, v in vals.items()}  # "-" is a markdown list
+    st.markdown(f"**Values at update {cursor}** (latest logged value at or before it)")
+    st.table(pd.DataFrame.from_dict(rows, orient="index"))
+
+
+def metric_charts(loaded: list[runs.Run], metrics: list[str], log_y: list[str], window: int, cursor: int) -> None:
+    for i in range(0, len(metrics), 2):
+        cols = st.columns(2)
+        for col, key in zip(cols, metrics[i : i + 2]):
+            with col:
+                fig, ax = new_figure(6, 2.8)
+                for j, run in enumerate(loaded):
+                    x, y = runs.series(run, key)
+                    if len(x):
+                        ax.plot(x, runs.smooth(y, window), color=f"C{j}", label=run.name, lw=1.2)
+                ax.axvline(cursor, color="k", ls=":", lw=1)
+                if key in log_y:
+                    ax.set_yscale("symlog", linthresh=1e-4)
+                ax.set(xlabel="update", title=key)
+                ax.legend(fontsize=7)
+                show(fig, f"{key} over updates, one line per run")
+
+
+def bands_chart(loaded: list[runs.Run], cursor: int) -> None:
+    with_bands = [(r, runs.quantile_bands(r)) for r in loaded]
+    with_bands = [(r, b) for r, b in with_bands if b is not None and len(b["update"])]
+    if not with_bands:
+        st.info("No is/log_ratio_quantiles records in these runs.")
+        return
+    ncols = min(len(with_bands), 4)
+    nrows = -(-len(with_bands) // ncols)
+    fig, axes = new_figure(3.5 * ncols, 2.8 * nrows, nrows=nrows, ncols=ncols, sharey=True, squeeze=False)
+    for ax, (run, b) in zip(axes.flat, with_bands):
+        x = b["update"]
+        for lo, hi, alpha in ((0.05, 0.95, 0.2), (0.25, 0.75, 0.45)):
+            ax.fill_between(x, runs.quantile(b, lo), runs.quantile(b, hi), color=BAND_COLOR, alpha=alpha, lw=0,
+                            label=f"q{100 * lo:02.0f}-q{100 * hi:02.0f}")
+        ax.plot(x, runs.quantile(b, 0.5), color="k", lw=1, label="median")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.axvline(cursor, color="k", ls=":", lw=1)
+        ax.set_title(run.name, fontsize=9)
+        ax.set_xlabel("update")
+    for ax in axes.flat[len(with_bands):]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("log r")
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    show(fig, "Quantile bands of log r over updates, one panel per run")
+
+
+def tokens_html(tokens: list[dict]) -> str:
+    """A table of masked tokens: the context, then the token highlighted, and its log r."""
+    cell = "font-family:monospace;white-space:pre-wrap;padding:2px 8px"
+    rows = "".join(
+        f"<tr><td style='{cell};text-align:right'>…{html.escape(t.get('text', ''))}"
+        f"<mark style='background:#ffd54f'>{html.escape(t.get('token', ''))}</mark></td>"
+        f"<td style='{cell}'>{t.get('log_ratio', float('nan')):+.3f}</td></tr>"
+        for t in tokens
+    )
+    return f"<table><tr><th>context, then the masked token</th><th>log_ratio</th></tr>{rows}</table>"
+
+
+def masked_section(loaded: list[runs.Run], cursor: int) -> None:
+    llm = [r for r in loaded if r.kind == "llm"]
+    if not llm:
+        st.caption("Masked tokens are logged by LLM runs only (config.json kind 'llm', rows with masked_tokens).")
+        return
+    names = [r.name for r in llm]
+    name = st.selectbox("LLM run", names, key="llm_run") if len(names) > 1 else names[0]
+    run = llm[names.index(name)]
+    found, tokens = runs.masked_tokens_at(run, cursor)
+    total = runs.masked_token_count(run)
+    if found is None:
+        st.info(f"{run.name}: no masked tokens logged at or before update {cursor} ({total} in the whole run).")
+        return
+    st.markdown(f"{run.name}: the {len(tokens)} zeroed tokens of update **{found}** with the largest "
+                f"|log r| (the latest logged at or before the cursor; {total} in the whole run).")
+    st.markdown(tokens_html(tokens), unsafe_allow_html=True)
+
+
+# ---------------------------------------------------------------- the page
+page_setup("Run browser")
+st.markdown(
+    f"""
+Open any run directory written by `m2po-lab study` or the LLM trainer (docs/run_format.md),
+overlay runs, and follow the importance ratios: the bands are quantiles of
+`log r = logp − old_logp` over the valid tokens of the trained batch ({PAPER}, Sec. 4).
+"""
+)
+path = dir_ui()
+if path is None:
+    st.stop()
+try:
+    loaded = runs_ui(path)
+except runs.RunDirError as e:
+    st.error(f"Cannot open this directory: {e}")
+    st.stop()
+if not loaded:
+    st.info("Pick at least one readable run in the sidebar.")
+    st.stop()
+
+kinds = sorted({r.kind for r in loaded})
+st.caption(f"`{path}`: {len(loaded)} run(s) shown, kind {', '.join(kinds)}, "
+           f"{sum(len(r.rows) for r in loaded)} logged updates.")
+metrics, log_y, window = metrics_ui(loaded)
+cursor = cursor_ui(loaded)
+values_table(loaded, metrics, cursor)
+metric_charts(loaded, metrics, log_y, window, cursor)
+st.subheader("Importance ratios: quantiles of log r")
+bands_chart(loaded, cursor)
+st.caption("Light: q05 to q95; dark: q25 to q75; black: the median. Recorded every hist_every updates.")
+st.subheader("Masked tokens (LLM runs): the tokens whose gradient the loss zeroed")
+masked_section(loaded, cursor)

@@ -1,0 +1,219 @@
+"""Explorer pages 2 (staleness study) and 3 (run browser) under AppTest, on a real tiny study.
+
+The pages read directories through ``m2po_lab.runs`` (tested in test_runs.py); here: they
+render, their widgets change what they show, and broken directories give an ``st.error``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from m2po_lab import runs
+from m2po_lab.study import get_preset, run_study
+
+HOME = Path(__file__).resolve().parents[1] / "app" / "Home.py"
+PAGE2 = "pages/2_Staleness_study.py"
+PAGE3 = "pages/3_Run_browser.py"
+TINY = dict(methods=("grpo", "m2po"), staleness=(0, 8), seeds=(0,), updates=12, warm_start_steps=300,
+            n_prompts=8, prompts_per_step=8, eval_every=4, hist_every=4)
+
+
+@pytest.fixture(scope="module")
+def apptest():
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    threads = torch.get_num_threads()
+    out = tmp_path_factory.mktemp("study") / "tiny"
+    run_study(get_preset("quick", **TINY), out, progress=False)
+    torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    """Live studies train into a fresh folder, never a shared cache."""
+    monkeypatch.setenv("M2PO_LAB_CACHE", str(tmp_path / "cache"))
+
+
+def _row(update: int, **extra) -> dict:
+    return {**{k: 0.0 for k in runs.REQUIRED_KEYS}, "update": update, "reward": 0.1 * update, **extra}
+
+
+def _page(apptest, page):
+    at = apptest.from_file(str(HOME), default_timeout=90).run()
+    assert not at.exception
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _metric(at, label: str) -> str:
+    values = [m.value for m in at.metric if m.label == label]
+    assert len(values) == 1, [m.label for m in at.metric]
+    return values[0]
+
+
+def _open_study(apptest, path):
+    at = _page(apptest, PAGE2)
+    at.radio(key="study_source").set_value("Open a study directory").run()
+    at.text_input(key="study_dir").input(str(path)).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _open_dir(apptest, path):
+    at = _page(apptest, PAGE3)
+    at.text_input(key="run_dir").input(str(path)).run()
+    assert not at.exception, at.exception
+    return at
+
+
+# ---------------------------------------------------------------- home and defaults
+def test_home_links_every_page(apptest):
+    at = apptest.from_file(str(HOME), default_timeout=60).run()
+    assert not at.exception
+    assert [el.proto.page for el in at.get("page_link")] == ["Importance_weights", "Staleness_study", "Run_browser"]
+
+
+@pytest.mark.parametrize("page, hint", [(PAGE2, "Run the study"), (PAGE3, "Enter the path")])
+def test_pages_render_defaults(apptest, page, hint):
+    at = _page(apptest, page)
+    assert any(hint in i.value for i in at.info)
+    assert not at.error and "Traceback" not in str(at)
+
+
+# ---------------------------------------------------------------- page 2
+def test_page2_opens_a_study(apptest, study_dir):
+    at = _open_study(apptest, study_dir)
+    assert len(at.get("image")) == 4  # rewards, clip/frac, entropy bins, log r histogram
+    summary = json.loads((study_dir / "summary.json").read_text())
+    steady = {(r["method"], r["staleness"]): r["clip_frac_steady"] for r in summary["runs"]}
+    assert _metric(at, "grpo clip/frac") == f"{100 * steady['grpo', 8]:.3f}%"  # the largest staleness first
+    assert _metric(at, "m2po clip/frac") == f"{100 * steady['m2po', 8]:.3f}%"
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 4  # summary: 2 methods x 2 staleness
+    assert any("Phenomena" in m.value and "GRPO degrades with staleness" in m.value for m in at.markdown)
+
+
+def test_page2_staleness_changes_mask_fraction(apptest, study_dir):
+    at = _open_study(apptest, study_dir)
+    stale = _metric(at, "grpo clip/frac")
+    at.select_slider(key="staleness_shown").set_value(0).run()
+    assert not at.exception
+    fresh = _metric(at, "grpo clip/frac")
+    assert float(fresh.rstrip("%")) < float(stale.rstrip("%")), (fresh, stale)
+    assert len(at.get("image")) == 4
+
+
+def test_page2_histogram_slider_moves_through_updates(apptest, study_dir):
+    at = _open_study(apptest, study_dir)
+    assert at.select_slider(key="hist_update").options == ["0", "4", "8", "11"]
+    last = _metric(at, "grpo M2 at this update")
+    at.select_slider(key="hist_update").set_value(8).run()
+    assert not at.exception and _metric(at, "grpo M2 at this update") != last
+    at.slider(key="clip_smooth").set_value(1).run()
+    assert not at.exception
+
+
+def test_page2_broken_study_shows_an_error(apptest, tmp_path):
+    (tmp_path / "runs" / "grpo_s0_seed0").mkdir(parents=True)
+    (tmp_path / "runs" / "grpo_s0_seed0" / "metrics.jsonl").write_text(json.dumps(_row(0)) + "\nnot json\n{}\n")
+    at = _open_study(apptest, tmp_path)
+    assert len(at.error) == 1 and "line 2" in at.error[0].value and "is not JSON" in at.error[0].value
+    at.text_input(key="study_dir").input(str(tmp_path / "missing")).run()
+    assert not at.exception and "does not exist" in at.error[0].value
+
+
+def test_page2_runs_a_live_study_then_reuses_it(apptest):
+    at = _page(apptest, PAGE2)
+    at.multiselect(key="methods").set_value(["m2po"])
+    at.multiselect(key="staleness").set_value([0])
+    at.select_slider(key="updates").set_value(100).run()
+    assert at.button(key="run_study").label == "Run the study"
+    at.button(key="run_study").click().run()  # trains in a thread while the page polls (~10 s)
+    assert not at.exception and not at.error, at.error
+    assert len(at.get("image")) == 4 and _metric(at, "m2po clip/frac").endswith("%")
+    at.run()
+    assert at.button(key="run_study").label == "Cached: already trained" and at.button(key="run_study").disabled
+    at.multiselect(key="staleness").set_value([]).run()  # an invalid config: StudyConfig's message
+    assert not at.exception and "staleness must hold at least one value" in at.sidebar.error[0].value
+
+
+# ---------------------------------------------------------------- page 3
+def test_page3_overlays_study_runs(apptest, study_dir):
+    at = _open_dir(apptest, study_dir)
+    assert at.multiselect(key="runs").value == ["grpo_s0_seed0", "grpo_s8_seed0", "m2po_s0_seed0", "m2po_s8_seed0"]
+    metrics = at.multiselect(key="metrics").value
+    assert metrics == ["reward", "eval/reward", "clip/frac", "m2"]
+    assert len(at.get("image")) == len(metrics) + 1  # one chart per metric, one of quantile bands
+    table = at.table[0].value
+    assert list(table.index) == at.multiselect(key="runs").value and list(table.columns) == metrics
+    before = table.copy()
+    at.slider(key="cursor").set_value(5).run()
+    assert not at.exception and not at.table[0].value.equals(before)
+    at.multiselect(key="runs").set_value(["m2po_s8_seed0"])
+    at.multiselect(key="metrics").set_value(["m2po/mask_frac"])
+    at.multiselect(key="log_metrics").set_value(["m2po/mask_frac"])
+    at.slider(key="smooth").set_value(3).run()
+    assert not at.exception and len(at.get("image")) == 2
+    assert any("logged by LLM runs only" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (json.dumps(_row(0)) + "\n{oops\n" + json.dumps(_row(2)) + "\n", "line 2 of"),
+        ("", "holds no complete line"),
+        (json.dumps({"update": 0, "reward": 1.0}) + "\n", "lacks the required keys"),
+        (None, "holds no metrics.jsonl"),
+    ],
+)
+def test_page3_broken_run_shows_an_error(apptest, tmp_path, content, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    if content is not None:
+        (run / "metrics.jsonl").write_text(content)
+    at = _open_dir(apptest, run)
+    assert len(at.error) == 1 and message in at.error[0].value, [e.value for e in at.error]
+    assert not at.get("image") and "Traceback" not in str(at)
+
+
+def test_page3_one_broken_run_of_a_study(apptest, study_dir, tmp_path):
+    folder = tmp_path / "runs"
+    good = folder / "good"
+    good.mkdir(parents=True)
+    (good / "metrics.jsonl").write_text((study_dir / "runs" / "m2po_s8_seed0" / "metrics.jsonl").read_text())
+    (folder / "bad").mkdir()
+    (folder / "bad" / "metrics.jsonl").write_text("[]\n" + json.dumps(_row(1)) + "\n")
+    at = _open_dir(apptest, folder)
+    assert len(at.error) == 1 and "Cannot read run bad" in at.error[0].value
+    assert len(at.get("image")) >= 2  # the good run is still drawn
+
+
+def test_page3_llm_run_shows_masked_tokens(apptest, tmp_path):
+    tokens = [{"text": "What is 12 + 30? <answer>", "token": " 42", "log_ratio": 1.75},
+              {"text": "a | b", "token": "*", "log_ratio": -0.5}]
+    rows = [_row(0), _row(1, masked_tokens=tokens), _row(2), _row(3, masked_tokens=tokens[1:])]
+    run = tmp_path / "llm_m2po"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "config.json").write_text(json.dumps({"kind": "llm", "loss": "m2po", "staleness": 4}))
+    at = _open_dir(apptest, run)
+    html = [m.value for m in at.markdown if "<mark" in m.value]
+    assert len(html) == 1 and "&lt;answer&gt;" not in html[0]  # at the last update: only the second token
+    assert "<mark style='background:#ffd54f'>*</mark>" in html[0] and "-0.500" in html[0]
+    at.slider(key="cursor").set_value(2).run()
+    html = [m.value for m in at.markdown if "<mark" in m.value]
+    assert "What is 12 + 30? &lt;answer&gt;<mark style='background:#ffd54f'> 42</mark>" in html[0]
+    assert "+1.750" in html[0] and any("update **1**" in m.value for m in at.markdown)
+    at.slider(key="cursor").set_value(0).run()
+    assert any("no masked tokens logged at or before update 0" in i.value for i in at.info)

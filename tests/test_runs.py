@@ -1,0 +1,284 @@
+"""m2po_lab.runs: reading, checking and aggregating run and study directories (docs/run_format.md).
+
+Toy data is a real tiny study written by ``run_study``; LLM-style and broken directories are
+written by hand; one real LLM run comes from the trainer on a tiny random model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from m2po_lab import runs
+from m2po_lab.runs import RunDirError
+from m2po_lab.study import get_preset, read_metrics, run_study
+from m2po_lab.study.report import entropy_by_ratio
+from m2po_lab.study.runner import RunSpec
+
+TINY = dict(methods=("grpo", "m2po"), staleness=(0, 8), seeds=(0,), updates=12, warm_start_steps=300,
+            n_prompts=8, prompts_per_step=8, eval_every=4, hist_every=4)
+NAMES = ["grpo_s0_seed0", "grpo_s8_seed0", "m2po_s0_seed0", "m2po_s8_seed0"]
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    threads = torch.get_num_threads()
+    out = tmp_path_factory.mktemp("study") / "tiny"
+    run_study(get_preset("quick", **TINY), out, progress=False)  # ~3 s; sets one thread
+    torch.set_num_threads(threads)
+    return out
+
+
+def row(update: int, **extra) -> dict:
+    """A minimal valid metrics line."""
+    base = {k: 0.0 for k in runs.REQUIRED_KEYS}
+    return {**base, "update": update, "staleness": 4, "reward": 0.1 * update, **extra}
+
+
+def write_run(path, rows, config=None, raw_tail: str = ""):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + raw_tail)
+    if config is not None:
+        (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+TOKENS = [{"text": "12 + 30 = ", "token": "4", "log_ratio": 1.25}, {"text": "a | b", "token": "<x>", "log_ratio": -0.5}]
+
+
+@pytest.fixture
+def llm_dir(tmp_path):
+    rows = [row(0), row(1, masked_tokens=TOKENS), row(2), row(3, masked_tokens=TOKENS[:1], **{"eval/accuracy": 0.5})]
+    return write_run(tmp_path / "llm_run", rows)  # no config.json: the kind comes from masked_tokens
+
+
+# ---------------------------------------------------------------- a real study
+def test_load_study(study_dir):
+    study = runs.load_study(study_dir)
+    assert [r.name for r in study.runs] == NAMES
+    assert study.methods == ["grpo", "m2po"] and study.staleness == [0, 8]
+    assert study.summary is not None and len(study.summary["runs"]) == 4
+    for run in study.runs:
+        assert run.kind == "toy" and run.seed == 0
+        assert run.name == f"{run.method}_s{run.staleness}_seed0"
+        assert [r["update"] for r in run.rows] == list(range(12))
+        assert list(run.rows) == read_metrics(study_dir / "runs" / run.name / "metrics.jsonl")
+
+
+def test_find_runs(study_dir, tmp_path):
+    assert list(runs.find_runs(study_dir)) == NAMES
+    assert list(runs.find_runs(study_dir / "runs")) == NAMES  # a folder of runs
+    one = study_dir / "runs" / NAMES[0]
+    assert runs.find_runs(one) == {NAMES[0]: one}
+    with pytest.raises(RunDirError, match="does not exist"):
+        runs.find_runs(tmp_path / "nope")
+    with pytest.raises(RunDirError, match="holds no metrics.jsonl, and no run directory"):
+        runs.find_runs(tmp_path)
+    with pytest.raises(RunDirError, match="not a directory"):
+        runs.find_runs(one / "metrics.jsonl")
+    with pytest.raises(RunDirError, match="enter the path"):
+        runs.find_runs("")
+    with pytest.raises(RunDirError, match="not a study directory"):
+        runs.load_study(one)
+
+
+def test_steady_fraction_and_final_reward_match_the_summary(study_dir):
+    study = runs.load_study(study_dir)
+    for s in study.summary["runs"]:
+        sel = runs.select(study.runs, s["method"], s["staleness"])
+        assert len(sel) == 1
+        assert math.isclose(runs.steady_fraction(sel), s["clip_frac_steady"], rel_tol=1e-9, abs_tol=1e-12)
+        x, y = runs.series(sel[0], "eval/reward")
+        assert list(x) == [3, 7, 11] and runs.final_value(sel) == y[-1]
+    grpo = [runs.steady_fraction(runs.select(study.runs, "grpo", k)) for k in (0, 8)]
+    assert grpo[1] > grpo[0]  # the page shows these: staleness changes the clip fraction
+
+
+def test_seed_band_of_one_seed_is_the_series(study_dir):
+    study = runs.load_study(study_dir)
+    sel = runs.select(study.runs, "grpo", 8)
+    band = runs.seed_band(sel, "clip/frac", window=3)
+    x, y = runs.series(sel[0], "clip/frac")
+    assert band["n"] == 1 and list(band["update"]) == list(x)
+    np.testing.assert_allclose(band["mean"], runs.smooth(y, 3))
+    np.testing.assert_allclose(band["min"], band["max"])
+    assert runs.seed_band(sel, "not/a/key") is None
+
+
+def test_pooled_entropy_matches_the_report(study_dir):
+    study = runs.load_study(study_dir)
+    specs = [RunSpec(r.method, r.staleness, r.seed) for r in study.runs]
+    ref = entropy_by_ratio(study_dir, specs, 8)
+    ours = runs.pooled_entropy_by_ratio(runs.select(study.runs, staleness=8))
+    assert ours["edges"] == ref["edges"] and list(ours["counts"]) == ref["counts"]
+    seen = np.asarray(ref["counts"]) > 0
+    np.testing.assert_allclose(ours["entropy"][seen], np.asarray(ref["entropy"])[seen], rtol=1e-12)
+    assert np.isnan(ours["entropy"][~seen]).all()
+    assert runs.bin_labels([0.0, 0.01, None]) == ["0-0.01", "0.01-inf"]
+
+
+def test_histograms_and_quantile_bands(study_dir):
+    study = runs.load_study(study_dir)
+    assert runs.hist_updates(study.runs) == [0, 4, 8, 11]  # every hist_every and the last update
+    run = study.runs[1]
+    edges, counts = runs.hist_at(run, 8)
+    assert len(edges) == len(counts) + 1 and counts.sum() > 0
+    assert runs.hist_at(run, 0)[1].sum() == counts.sum()  # the same number of tokens each update
+    with pytest.raises(KeyError):
+        runs.hist_at(run, 5)
+    bands = runs.quantile_bands(run)
+    assert list(bands["update"]) == [0, 4, 8, 11] and bands["v"].shape == (4, len(bands["q"]))
+    assert np.all(np.diff(bands["v"], axis=1) >= 0)  # quantiles are ordered
+    np.testing.assert_array_equal(runs.quantile(bands, 0.5), bands["v"][:, bands["q"].index(0.5)])
+    with pytest.raises(KeyError, match="not logged"):
+        runs.quantile(bands, 0.33)
+
+
+def test_numeric_keys_and_values_at(study_dir):
+    study = runs.load_study(study_dir)
+    keys = runs.numeric_keys(study.runs)
+    assert {"reward", "clip/frac", "eval/reward", "m2po/mask_frac", "kl/k3"} <= set(keys)
+    assert "update" not in keys and runs.HIST_KEY not in keys and runs.QUANTILE_KEY not in keys
+    run = study.runs[0]
+    at = runs.values_at(run, ["reward", "eval/reward"], 5)
+    assert at["reward"] == run.rows[5]["reward"]
+    assert at["eval/reward"] == run.rows[3]["eval/reward"]  # the latest eval at or before update 5
+    assert runs.values_at(run, ["eval/reward"], 2) == {"eval/reward": None}
+    assert runs.update_range(study.runs) == (0, 11)
+
+
+def test_summary_table_means_over_seeds():
+    summary = {"runs": [
+        {"method": "m2po", "staleness": 8, "seed": 0, "final_reward": 0.5, "peak_reward": 0.6, "clip_frac_mean": 0.0,
+         "clip_frac_steady": 0.0, "m2_mean": 0.01, "collapsed": False},
+        {"method": "m2po", "staleness": 8, "seed": 1, "final_reward": 0.7, "peak_reward": 0.8, "clip_frac_mean": 0.2,
+         "clip_frac_steady": None, "m2_mean": 0.03, "collapsed": True},
+        {"method": "grpo", "staleness": 0, "seed": 0, "final_reward": 0.9, "peak_reward": 0.9, "clip_frac_mean": 0.1,
+         "clip_frac_steady": 0.1, "m2_mean": 0.0, "collapsed": False},
+    ]}
+    table = runs.summary_table(summary)
+    assert [(r["method"], r["staleness"], r["seeds"]) for r in table] == [("grpo", 0, 1), ("m2po", 8, 2)]
+    m2po = table[1]
+    assert m2po["final_reward"] == pytest.approx(0.6) and m2po["clip_frac_mean"] == pytest.approx(0.1)
+    assert math.isnan(m2po["clip_frac_steady"]) and m2po["collapsed"] == 1
+
+
+def test_smooth_is_a_trailing_mean():
+    np.testing.assert_allclose(runs.smooth([1, 2, 3, 4, 5], 2), [1, 1.5, 2.5, 3.5, 4.5])
+    np.testing.assert_allclose(runs.smooth([1, 2, 3, 4, 5], 3), [1, 1.5, 2, 3, 4])
+    np.testing.assert_allclose(runs.smooth([3.0, 1.0], 1), [3, 1])
+
+
+# ---------------------------------------------------------------- a live study's folder
+def test_study_cache_dir_and_progress(tmp_path, monkeypatch, study_dir):
+    cfg = get_preset("quick", **TINY).to_dict()
+    a = runs.study_cache_dir(cfg, tmp_path)
+    assert a == runs.study_cache_dir(dict(reversed(cfg.items())), tmp_path) and a.parent == tmp_path
+    assert a != runs.study_cache_dir({**cfg, "updates": 13}, tmp_path)
+    monkeypatch.setenv("M2PO_LAB_CACHE", str(tmp_path / "env"))
+    assert runs.study_cache_dir(cfg).parent == tmp_path / "env"
+    assert runs.study_progress(tmp_path, 12) == 0.0
+    assert runs.study_progress(study_dir, 12) == 1.0 and runs.study_progress(study_dir, 24) == 0.5
+
+
+def test_dir_signature_follows_the_files(tmp_path):
+    run = write_run(tmp_path / "r", [row(0)])
+    before = runs.dir_signature(run)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row(1)) + "\n")
+    assert runs.dir_signature(run) != before
+    assert runs.dir_signature(tmp_path / "missing") == (str(tmp_path / "missing"), False)
+    hash(runs.dir_signature(run))  # a cache key
+
+
+# ---------------------------------------------------------------- LLM runs
+def test_llm_style_run(llm_dir):
+    run = runs.load_run(llm_dir)
+    assert run.kind == "llm" and run.method is None and run.config == {}
+    assert runs.masked_tokens_at(run, 0) == (None, [])
+    assert runs.masked_tokens_at(run, 2) == (1, TOKENS)
+    assert runs.masked_tokens_at(run, 99) == (3, TOKENS[:1])
+    assert runs.masked_token_count(run) == 3
+    assert "eval/accuracy" in runs.numeric_keys([run]) and "masked_tokens" not in runs.numeric_keys([run])
+    write_run(llm_dir, [row(0)], config={"kind": "llm", "loss": "m2po", "staleness": 16, "seed": 3})
+    run = runs.load_run(llm_dir)
+    assert (run.kind, run.method, run.staleness, run.seed) == ("llm", "m2po", 16, 3)
+
+
+def test_real_llm_run_is_readable(tmp_path):
+    pytest.importorskip("transformers")
+    from m2po_lab.cli import main
+    from m2po_lab.llm.models import build_tiny_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = build_tiny_model(tmp_path / "tiny", hidden=32, layers=2, heads=4, max_positions=64)
+        out = tmp_path / "llm"
+        args = ["train-llm", "--model", str(model), "--out", str(out), "--task", "arith", "--n-digits", "1",
+                "--prompts-per-step", "4", "--group-size", "4", "--updates-per-step", "2", "--micro-batch-size", "4",
+                "--max-new-tokens", "3", "--eval-every", "2", "--eval-prompts", "8", "--hist-every", "2",
+                "--device", "cpu", "--no-progress", "--total-updates", "4", "--staleness", "2", "--loss", "m2po"]
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    run = runs.load_run(out)
+    assert (run.kind, run.method, run.staleness) == ("llm", "m2po", 2)
+    assert len(run.rows) == 4 and "eval/accuracy" in runs.numeric_keys([run])
+    assert list(runs.quantile_bands(run)["update"]) == [0, 2, 3]  # every hist_every and the last update
+
+
+# ---------------------------------------------------------------- broken directories
+def test_torn_last_line_is_dropped(tmp_path):
+    run = write_run(tmp_path / "r", [row(0), row(1)], raw_tail='{"update": 2, "rew')
+    assert [r["update"] for r in runs.load_run(run).rows] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "lines, match",
+    [
+        ([], "holds no complete line"),
+        (['{"update": 0, "rew'], "holds no complete line"),  # only a torn line
+        ([row(0), "not json", row(2)], "line 2 of .* is not JSON"),
+        ([row(0), [1, 2], row(2)], "line 2 of .* is a JSON list, expected an object"),
+        ([row(0), {k: v for k, v in row(1).items() if k not in ("reward", "kl/k3")}],
+         r"line 2 of .* lacks the required keys \['reward', 'kl/k3'\]"),
+        ([row(0, reward="high")], r"line 1 of .*: \['reward'\] must be numbers"),
+        ([row(0), row(1), row(1)], "line 3 of .*: update=1 does not follow update=1"),
+        ([row(1), row(0)], "line 2 of .*: update=0 does not follow update=1"),
+    ],
+)
+def test_broken_metrics_raise_a_clear_error(tmp_path, lines, match):
+    (tmp_path / "r").mkdir()
+    text = "".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines)
+    (tmp_path / "r" / "metrics.jsonl").write_text(text.rstrip("\n") if lines and isinstance(lines[-1], str) else text)
+    with pytest.raises(RunDirError, match=match):
+        runs.load_run(tmp_path / "r")
+    assert issubclass(RunDirError, ValueError)
+
+
+def test_broken_directories_raise_a_clear_error(tmp_path, study_dir):
+    with pytest.raises(RunDirError, match="holds no metrics.jsonl: not a run directory"):
+        runs.load_run(tmp_path)
+    with pytest.raises(RunDirError, match="does not exist"):
+        runs.load_run(tmp_path / "nope")
+    bad_cfg = write_run(tmp_path / "c", [row(0)])
+    (bad_cfg / "config.json").write_text("{not json")
+    with pytest.raises(RunDirError, match="run config .* is not valid JSON"):
+        runs.load_run(bad_cfg)
+    write_run(bad_cfg, [row(0)], config={"kind": "robot"})
+    with pytest.raises(RunDirError, match="kind='robot'"):
+        runs.load_run(bad_cfg)
+    broken = tmp_path / "study"
+    shutil.copytree(study_dir, broken)
+    (broken / "runs" / NAMES[1] / "metrics.jsonl").write_text("")
+    with pytest.raises(RunDirError, match=f"{NAMES[1]}.*holds no complete line"):
+        runs.load_study(broken)
+    (broken / "summary.json").write_text("[1, 2]")
+    with pytest.raises(RunDirError, match="study summary .* holds a JSON list"):
+        runs.load_study(broken)
