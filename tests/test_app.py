@@ -83,6 +83,19 @@ def test_tau_changes_mask_fraction(apptest):
     assert _metric(at, "M2PO mask fraction") == "0.00%"  # the whole batch is within the budget
 
 
+def test_toy_policy_source_staleness_changes_mask_fraction(apptest):
+    """log r from a real toy policy: a staler batch spreads wider, so M2PO masks more."""
+    at = _page1(apptest)
+    at.radio(key="source").set_value("toy policy at a staleness").run()
+    assert not at.exception, at.exception
+    at.select_slider(key="toy_staleness").set_value(0).run()
+    on_policy = float(_metric(at, "M2PO mask fraction").rstrip("%"))
+    at.select_slider(key="toy_staleness").set_value(128).run()
+    assert not at.exception, at.exception
+    stale = float(_metric(at, "M2PO mask fraction").rstrip("%"))
+    assert on_policy == 0.0 and stale > on_policy
+
+
 def test_other_widgets_rerun_cleanly(apptest):
     at = _page1(apptest)
     at.radio(key="source").set_value("Gaussian").run()  # the Gaussian source's widgets appear

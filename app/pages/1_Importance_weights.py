@@ -30,6 +30,7 @@ from _common import (
 
 from m2po_lab.explain import FATES, METHOD_LABELS, METHODS, QUADRANTS, explain_batch, loss_sources, shift_comparison
 from m2po_lab.losses import LossConfig
+from m2po_lab.study.probe import toy_policy_log_ratios
 from m2po_lab.synthetic import synthetic_log_ratios
 
 TAUS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)  # log-scale choices; the paper: 0.04
@@ -39,8 +40,9 @@ TAUS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)  # log-scale choices;
 # sidebar) and returns (generator name, keyword arguments); GENERATORS maps the name to a
 # function of those arguments returning (log_ratio, adv, mask), each (B, T). To add
 # "log r from a toy policy at staleness s", put its generator in m2po_lab, add it to
-# GENERATORS and its widgets function to SOURCES: nothing else on the page changes.
-GENERATORS = {"synthetic": synthetic_log_ratios}
+# GENERATORS and its widgets function to SOURCES: nothing else on the page changes
+# ("toy policy at a staleness" is added that way).
+GENERATORS = {"synthetic": synthetic_log_ratios, "toy": toy_policy_log_ratios}
 
 
 def _tokens_ui() -> dict:
@@ -62,9 +64,19 @@ def student_t_ui() -> tuple[str, dict]:
     return "synthetic", {"kind": "student_t", "scale": float(scale), "dof": int(dof), **_tokens_ui()}
 
 
+def toy_policy_ui() -> tuple[str, dict]:
+    """A real batch: the forking-task policy trained with stale rollouts (a few seconds, cached)."""
+    st.sidebar.caption("log r of the last mini-batch of a toy policy trained at this staleness (docs/study.md)")
+    staleness = st.sidebar.select_slider("staleness (updates)", [0, 32, 64, 128, 256], value=64, key="toy_staleness")
+    method = st.sidebar.selectbox("trained with", ["no_tr", "grpo", "m2po"], key="toy_method")
+    seed = st.sidebar.number_input("seed", 0, 10_000, 0, step=1, key="toy_seed")
+    return "toy", {"staleness": int(staleness), "method": method, "seed": int(seed)}
+
+
 SOURCES = {
     "heavy-tailed (Student-t)": student_t_ui,
     "Gaussian": gaussian_ui,
+    "toy policy at a staleness": toy_policy_ui,
 }
 
 

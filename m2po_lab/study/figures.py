@@ -1,4 +1,5 @@
-"""The study's PNG figures (matplotlib, Agg backend)."""
+"""The study's PNG figures (matplotlib ``Figure`` objects: no pyplot, no backend switch,
+so importing this module leaves a notebook's inline plotting alone)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,17 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from .config import StudyConfig
+from .driver import read_metrics
+from .runner import RunSpec
 
-from .config import StudyConfig  # noqa: E402
-from .driver import read_metrics  # noqa: E402
-from .runner import RunSpec  # noqa: E402
+
+def _subplots(nrows: int = 1, ncols: int = 1, figsize=(5, 3.5), **kw):
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kw)
 
 
 def _series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +57,7 @@ def make_figures(out: Path, specs: list[RunSpec], cfg: StudyConfig, entropy_bins
     paths = []
 
     # 1. eval reward vs updates per method, one panel per staleness
-    fig, axes = plt.subplots(1, len(stal), figsize=(4 * len(stal), 3.2), sharey=True, squeeze=False)
+    fig, axes = _subplots(1, len(stal), figsize=(4 * len(stal), 3.2), sharey=True, squeeze=False)
     for ax, k in zip(axes[0], stal):
         for m in cfg.methods:
             _band(ax, [_series(rows[s], "eval/reward") for s in by[(m, k)]], m)
@@ -65,8 +69,8 @@ def make_figures(out: Path, specs: list[RunSpec], cfg: StudyConfig, entropy_bins
 
     # 2. the GRPO staleness sweep
     if "grpo" in cfg.methods:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        cmap = plt.get_cmap("viridis")
+        fig, ax = _subplots(figsize=(5, 3.5))
+        cmap = matplotlib.colormaps["viridis"]
         for i, k in enumerate(stal):
             _band(ax, [_series(rows[s], "eval/reward") for s in by[("grpo", k)]], f"s={k}",
                   color=cmap(i / max(len(stal) - 1, 1)))
@@ -75,7 +79,7 @@ def make_figures(out: Path, specs: list[RunSpec], cfg: StudyConfig, entropy_bins
         paths.append(_save(fig, fig_dir / "grpo_staleness_sweep.png"))
 
     # 3. clipped / masked fraction vs updates (log scale)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), squeeze=False)
+    fig, axes = _subplots(1, 2, figsize=(9, 3.2), squeeze=False)
     for ax, k in zip(axes[0], (stal[0], stal[-1])):
         for m in cfg.methods:
             curves = [_series(rows[s], "clip/frac") for s in by[(m, k)]]
@@ -87,7 +91,7 @@ def make_figures(out: Path, specs: list[RunSpec], cfg: StudyConfig, entropy_bins
 
     # 4. entropy vs |r - 1| (the paper's Fig. 3b)
     if entropy_bins:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
+        fig, ax = _subplots(figsize=(5, 3.5))
         edges = [e if e is not None else float("inf") for e in entropy_bins["edges"]]
         labels = [f"{a:g}-{b:g}" if b != float("inf") else f">{a:g}" for a, b in zip(edges, edges[1:])]
         keep = [i for i, n in enumerate(entropy_bins["counts"]) if n > 0]
@@ -99,7 +103,7 @@ def make_figures(out: Path, specs: list[RunSpec], cfg: StudyConfig, entropy_bins
 
     # 5. importance-weight histograms at chosen updates (highest staleness, first seed)
     methods = list(cfg.methods)
-    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.2), squeeze=False, sharey=True)
+    fig, axes = _subplots(1, len(methods), figsize=(4 * len(methods), 3.2), squeeze=False, sharey=True)
     for ax, m in zip(axes[0], methods):
         spec = by[(m, stal[-1])][0]
         recs = [r for r in rows[spec] if r.get("is/log_ratio_hist")]
@@ -117,5 +121,4 @@ def make_figures(out: Path, specs: list[RunSpec], cfg: StudyConfig, entropy_bins
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path

@@ -171,6 +171,7 @@ class BatchedStudy:
             "grad_norm": grad_norm,
             "staleness": (self.update - 1) - mb["version"],
             "_log_ratio": log_ratio,  # (R, n, L) for histograms
+            "_adv": mb["adv"],  # (R, n)
             "_entropy": ent.detach(),
         }
         return out, per_run
