@@ -31,6 +31,8 @@ def test_notebooks_exist():
         "01_why_stale_data_hurts.ipynb",
         "02_m2_vs_kl_and_masking.ipynb",
         "03_prosperity_before_collapse.ipynb",
+        "04_tiny_llm_with_stale_data.ipynb",
+        "05_scaling_out.ipynb",
     ]
 
 
