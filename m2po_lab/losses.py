@@ -212,7 +212,8 @@ def gspo_loss(log_ratio, adv, mask, cfg):
     GSPO's ``1/|y_i|`` weighting. ``clip/frac`` counts tokens of clipped sequences.
     """
     lengths = mask.sum(-1, keepdim=True).clamp(min=1)  # (B, 1)
-    seq_log_ratio = log_ratio.detach().sum(-1, keepdim=True) / lengths  # (B, 1)
+    valid_lr = torch.where(mask, log_ratio.detach(), torch.zeros_like(log_ratio))  # (B, T)
+    seq_log_ratio = valid_lr.sum(-1, keepdim=True) / lengths  # (B, 1)
     token_seq_log_ratio = seq_log_ratio + log_ratio - log_ratio.detach()  # (B, T)
     seq_ratio = _ratio(token_seq_log_ratio, cfg.log_ratio_clamp)  # (B, T)
     per_token, clipped = _ppo_clip(seq_ratio, adv, 1 - cfg.gspo_eps_low, 1 + cfg.gspo_eps_high)

@@ -274,3 +274,27 @@ def test_huge_log_ratios_stay_finite():
         loss, grad, m = run(name, lr, [-1.0])
         assert torch.isfinite(loss).all() and torch.isfinite(grad).all(), name
         assert all(torch.isfinite(v) or v.item() == math.inf for v in m.values()), name
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_compute_core_vmaps_over_runs(name):
+    """LOSSES[name].compute under torch.func.vmap (how the study trains many runs) == per-run calls."""
+    g = torch.Generator().manual_seed(5)
+    R, B, T = 4, 6, 5
+    logp = (-torch.rand(R, B, T, generator=g, dtype=torch.float64) * 2).requires_grad_(True)
+    old = logp.detach() + 0.4 * torch.randn(R, B, T, generator=g, dtype=torch.float64)
+    adv = torch.randn(R, B, 1, generator=g, dtype=torch.float64).expand(R, B, T)
+    mask = torch.rand(B, T, generator=g) > 0.2
+    cfg = LossConfig()
+    fn = get_loss(name)
+    # the core's contract: padding already zeroed (the public loss does it in _prepare)
+    log_ratio = torch.where(mask, logp - old, torch.zeros_like(old))
+    per_token, metrics = torch.func.vmap(lambda lr, a: fn.compute(lr, a, mask, cfg))(log_ratio, adv)
+    grad = torch.autograd.grad(per_token.sum(), logp)[0]
+    for r in range(R):
+        lp = logp[r].detach().requires_grad_(True)
+        ref, ref_metrics = fn(lp, old[r], adv[r], mask, cfg)
+        torch.testing.assert_close(per_token[r], ref.detach())
+        torch.testing.assert_close(grad[r], torch.autograd.grad(ref.sum(), lp)[0])
+        for key, value in ref_metrics.items():
+            torch.testing.assert_close(metrics[key][r], value, equal_nan=True)
