@@ -370,22 +370,15 @@ def final_value(runs, key: str = "eval/reward") -> float:
 
 
 def pooled_entropy_by_ratio(runs) -> dict | None:
-    """``entropy_by_ratio`` pooled over every record of ``runs``: token-weighted mean entropy per |r-1| bin."""
-    edges, ent_sum, counts = None, None, None
-    for run in runs:
-        for row in run.rows:
-            b = row.get(ENTROPY_KEY)
-            if not isinstance(b, dict):
-                continue
-            if edges is None:
-                edges, ent_sum, counts = b["edges"], np.zeros(len(b["counts"])), np.zeros(len(b["counts"]))
-            n = np.asarray(b["counts"], dtype=float)
-            ent_sum += np.asarray([e or 0.0 for e in b["entropy"]]) * n
-            counts += n
-    if edges is None:
+    """``entropy_by_ratio`` pooled over every record of ``runs`` (the study report's pooling), as arrays."""
+    from .study.report import pool_entropy_bins
+
+    pooled = pool_entropy_bins(row for run in runs for row in run.rows)
+    if pooled is None:
         return None
-    entropy = np.where(counts > 0, ent_sum / np.maximum(counts, 1), np.nan)
-    return {"edges": edges, "entropy": entropy, "counts": counts.astype(int)}
+    counts = np.asarray(pooled["counts"])
+    entropy = np.where(counts > 0, np.asarray(pooled["entropy"], dtype=float), np.nan)
+    return {"edges": pooled["edges"], "entropy": entropy, "counts": counts.astype(int)}
 
 
 def bin_labels(edges) -> list[str]:

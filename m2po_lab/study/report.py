@@ -129,24 +129,29 @@ def check_phenomena(runs: list[dict], entropy_bins: dict | None) -> list[dict]:
     return out
 
 
-def entropy_by_ratio(out: Path, specs: list[RunSpec], staleness: int) -> dict | None:
-    """Entropy-by-|r-1| bins pooled over every record of the runs at ``staleness``."""
+def pool_entropy_bins(rows) -> dict | None:
+    """Token-weighted mean entropy per |r-1| bin over every ``entropy_by_ratio`` record in ``rows``."""
     edges, ent_sum, counts = None, None, None
-    for spec in specs:
-        if spec.staleness != staleness:
+    for row in rows:
+        b = row.get("entropy_by_ratio")
+        if not isinstance(b, dict):
             continue
-        for row in read_metrics(out / "runs" / spec.name / "metrics.jsonl"):
-            b = row.get("entropy_by_ratio")
-            if not b:
-                continue
-            if edges is None:
-                edges, ent_sum, counts = b["edges"], [0.0] * len(b["counts"]), [0] * len(b["counts"])
-            for i, (e, n) in enumerate(zip(b["entropy"], b["counts"])):
-                ent_sum[i] += (e or 0.0) * n
-                counts[i] += n
+        if edges is None:
+            edges, ent_sum, counts = b["edges"], [0.0] * len(b["counts"]), [0] * len(b["counts"])
+        for i, (e, n) in enumerate(zip(b["entropy"], b["counts"])):
+            ent_sum[i] += (e or 0.0) * n
+            counts[i] += n
     if edges is None:
         return None
     return {"edges": edges, "entropy": [s / max(n, 1) for s, n in zip(ent_sum, counts)], "counts": counts}
+
+
+def entropy_by_ratio(out: Path, specs: list[RunSpec], staleness: int) -> dict | None:
+    """Entropy-by-|r-1| bins pooled over every record of the runs at ``staleness``."""
+    return pool_entropy_bins(
+        row for spec in specs if spec.staleness == staleness
+        for row in read_metrics(out / "runs" / spec.name / "metrics.jsonl")
+    )
 
 
 def _table(runs: list[dict], key: str) -> list[str]:
