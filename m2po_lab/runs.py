@@ -20,13 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-METRICS = "metrics.jsonl"
-CONFIG = "config.json"
-SUMMARY = "summary.json"
-REQUIRED_KEYS = (
-    "update", "staleness", "reward", "loss", "entropy", "grad_norm", "clip/frac",
-    "is/ratio_mean", "is/ratio_max", "is/log_ratio_abs_p99", "kl/k1", "kl/k3",
-)
+METRICS, CONFIG, SUMMARY = "metrics.jsonl", "config.json", "summary.json"
+REQUIRED_KEYS = ("update", "staleness", "reward", "loss", "entropy", "grad_norm", "clip/frac", "is/ratio_mean",
+                 "is/ratio_max", "is/log_ratio_abs_p99", "kl/k1", "kl/k3")
 """Keys every metrics.jsonl line carries (docs/run_format.md, "Always present")."""
 QUANTILE_KEY, HIST_KEY, ENTROPY_KEY = "is/log_ratio_quantiles", "is/log_ratio_hist", "entropy_by_ratio"
 _NAME = re.compile(r"^(?P<method>.+)_s(?P<staleness>\d+)_seed(?P<seed>\d+)$")  # runs/<method>_s<k>_seed<seed>
