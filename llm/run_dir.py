@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from m2po_lab.study.driver import atomic_torch_save, atomic_write_text, json_number, log_ratio_histograms, read_metrics
+from m2po_lab.runlog import atomic_torch_save, atomic_write_text, json_number, log_ratio_histograms, read_metrics
 
 CHECKPOINT = "checkpoint.pt"
 

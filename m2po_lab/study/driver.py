@@ -3,75 +3,16 @@
 from __future__ import annotations
 
 import json
-import math
-import os
 import time
 from pathlib import Path
 
 import torch
 
+from ..runlog import atomic_torch_save, atomic_write_text, json_number, log_ratio_histograms, read_metrics
 from .config import StudyConfig
-from .runner import LOG_RATIO_EDGES, QUANTILES, RATIO_DEV_EDGES, BatchedStudy
+from .runner import BatchedStudy
 
 CHECKPOINT = "checkpoint.pt"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def json_number(v):
-    """JSON-safe number: inf / nan become None."""
-    return v if isinstance(v, float) and math.isfinite(v) or not isinstance(v, float) else None
-
-
-def read_metrics(path: Path, before: int | None = None) -> list[dict]:
-    """The complete lines of a metrics.jsonl (a torn last line is dropped), optionally update < before."""
-    rows = []
-    if not path.exists():
-        return rows
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a torn line can only be the last one
-        if before is not None and row.get("update", -1) >= before:
-            break
-        rows.append(row)
-    return rows
-
-
-def log_ratio_histograms(log_ratio: torch.Tensor, entropy: torch.Tensor) -> list[dict]:
-    """Per run: log-ratio quantiles and histogram, entropy by |r - 1| bin. (R, n, L) inputs."""
-    out = []
-    q = torch.tensor(QUANTILES)
-    for lr, ent in zip(log_ratio, entropy):
-        lr, ent = lr.reshape(-1), ent.reshape(-1)
-        counts = torch.histc(lr.clamp(LOG_RATIO_EDGES[0], LOG_RATIO_EDGES[-1]), bins=len(LOG_RATIO_EDGES) - 1,
-                             min=float(LOG_RATIO_EDGES[0]), max=float(LOG_RATIO_EDGES[-1]))
-        dev = (lr.exp() - 1).abs()
-        idx = torch.bucketize(dev, RATIO_DEV_EDGES[1:-1], right=True)  # bin of each token
-        n_bins = len(RATIO_DEV_EDGES) - 1
-        bin_n = torch.zeros(n_bins).index_add_(0, idx, torch.ones_like(dev))
-        bin_e = torch.zeros(n_bins).index_add_(0, idx, ent)
-        out.append({
-            "is/log_ratio_quantiles": {"q": list(QUANTILES), "v": torch.quantile(lr, q).tolist()},
-            "is/log_ratio_hist": {"edges": [round(e, 4) for e in LOG_RATIO_EDGES.tolist()], "counts": [int(c) for c in counts.tolist()]},
-            "entropy_by_ratio": {
-                "edges": [json_number(e) for e in RATIO_DEV_EDGES.tolist()],
-                "entropy": [json_number(x) for x in (bin_e / bin_n.clamp(min=1)).tolist()],
-                "counts": [int(c) for c in bin_n.tolist()],
-            },
-        })
-    return out
 
 
 def _rows(study: BatchedStudy, out: dict, per_run: list[dict]) -> list[dict]:

@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .config import StudyConfig
-from .driver import read_metrics
+from ..runlog import read_metrics
 from .runner import RunSpec
 
 

@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 
 from .config import StudyConfig
-from .driver import atomic_write_text, read_metrics
+from ..runlog import atomic_write_text, read_metrics
 from .runner import RunSpec
 
 

@@ -24,9 +24,6 @@ from ..aggregation import aggregate
 from ..losses import LossConfig, get_loss
 from .config import StudyConfig
 
-LOG_RATIO_EDGES = torch.arange(-20, 21) / 10  # -2.0, -1.9, ..., 2.0
-RATIO_DEV_EDGES = torch.tensor([0.0, 0.01, 0.03, 0.1, 0.2, 0.4, 0.7, 1.0, 2.0, float("inf")])
-QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
 @dataclass(frozen=True)
