@@ -7,3 +7,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def apptest():
+    """streamlit's AppTest class (skips where streamlit is not installed)."""
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    """A real tiny study (grpo and m2po at staleness 0 and 8, 12 updates), written once per module."""
+    from app_helpers import TINY_STUDY
+
+    from m2po_lab.study import get_preset, run_study
+
+    threads = torch.get_num_threads()
+    out = tmp_path_factory.mktemp("study") / "tiny"
+    run_study(get_preset("quick", **TINY_STUDY), out, progress=False)  # ~3 s; sets one thread
+    torch.set_num_threads(threads)
+    return out

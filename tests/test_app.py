@@ -12,6 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app_helpers import HOME, metric, open_page
+
 from m2po_lab import app_launcher
 from m2po_lab.explain import (
     FATES,
@@ -28,31 +30,14 @@ from m2po_lab.losses import LossConfig
 from m2po_lab.masking import m2po_keep_mask, trust_region_candidates, waterfill_threshold_tensor
 from m2po_lab.synthetic import synthetic_log_ratios
 
-HOME = Path(__file__).resolve().parents[1] / "app" / "Home.py"
 PAGE1 = "pages/1_Importance_weights.py"
 
 
 # ---------------------------------------------------------------- the app (AppTest)
-@pytest.fixture(scope="module")
-def apptest():
-    pytest.importorskip("streamlit")
-    from streamlit.testing.v1 import AppTest
-
-    return AppTest
 
 
 def _page1(apptest):
-    at = apptest.from_file(str(HOME), default_timeout=60).run()
-    assert not at.exception
-    at.switch_page(PAGE1).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _metric(at, label: str) -> str:
-    values = [m.value for m in at.metric if m.label == label]
-    assert len(values) == 1, [m.label for m in at.metric]
-    return values[0]
+    return open_page(apptest, PAGE1, timeout=60)
 
 
 def test_home_renders(apptest):
@@ -67,20 +52,20 @@ def test_page1_renders_defaults_and_matches_explain(apptest):
     assert len(at.dataframe) == 2  # methods table, KL two-token table
     log_ratio, adv, mask = synthetic_log_ratios(4000, "student_t", 0.1, 2, 0.5, 0)
     ex = explain_batch(log_ratio, adv, mask, LossConfig(tau=0.04, eps_low=0.2, eps_high=0.2))
-    assert _metric(at, "M2PO mask fraction") == f"{100 * ex['metrics']['m2po']['m2po/mask_frac']:.2f}%"
-    assert _metric(at, "GRPO clip fraction") == f"{100 * ex['metrics']['grpo']['clip/frac']:.2f}%"
+    assert metric(at, "M2PO mask fraction") == f"{100 * ex['metrics']['m2po']['m2po/mask_frac']:.2f}%"
+    assert metric(at, "GRPO clip fraction") == f"{100 * ex['metrics']['grpo']['clip/frac']:.2f}%"
     assert "Traceback" not in str(at)
 
 
 def test_tau_changes_mask_fraction(apptest):
     at = _page1(apptest)
-    before = _metric(at, "M2PO mask fraction")
+    before = metric(at, "M2PO mask fraction")
     at.select_slider(key="tau").set_value(0.01).run()
     assert not at.exception
-    smaller_tau = _metric(at, "M2PO mask fraction")
+    smaller_tau = metric(at, "M2PO mask fraction")
     assert float(smaller_tau.rstrip("%")) > float(before.rstrip("%"))  # a tighter budget masks more
     at.select_slider(key="tau").set_value(0.32).run()
-    assert _metric(at, "M2PO mask fraction") == "0.00%"  # the whole batch is within the budget
+    assert metric(at, "M2PO mask fraction") == "0.00%"  # the whole batch is within the budget
 
 
 def test_toy_policy_source_staleness_changes_mask_fraction(apptest):
@@ -89,10 +74,10 @@ def test_toy_policy_source_staleness_changes_mask_fraction(apptest):
     at.radio(key="source").set_value("toy policy at a staleness").run()
     assert not at.exception, at.exception
     at.select_slider(key="toy_staleness").set_value(0).run()
-    on_policy = float(_metric(at, "M2PO mask fraction").rstrip("%"))
+    on_policy = float(metric(at, "M2PO mask fraction").rstrip("%"))
     at.select_slider(key="toy_staleness").set_value(128).run()
     assert not at.exception, at.exception
-    stale = float(_metric(at, "M2PO mask fraction").rstrip("%"))
+    stale = float(metric(at, "M2PO mask fraction").rstrip("%"))
     assert on_policy == 0.0 and stale > on_policy
 
 

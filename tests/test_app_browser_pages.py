@@ -13,7 +13,6 @@ import shutil
 import urllib.parse
 
 import pytest
-import torch
 
 pytest.importorskip("streamlit")
 from test_app_browser import (  # noqa: E402, F401  (server, browser, page are fixtures)
@@ -26,21 +25,11 @@ from test_app_browser import (  # noqa: E402, F401  (server, browser, page are f
 )
 
 from m2po_lab import runs  # noqa: E402
-from m2po_lab.study import get_preset, run_study  # noqa: E402
 
-TINY = dict(methods=("grpo", "m2po"), staleness=(0, 8), seeds=(0,), updates=12, warm_start_steps=300,
-            n_prompts=8, prompts_per_step=8, eval_every=4, hist_every=4)
 GRPO_CLIP = '[data-testid="stMetric"]:has-text("grpo clip/frac") [data-testid="stMetricValue"]'
 IMAGES = "n => document.querySelectorAll('[data-testid=\"stImage\"]').length >= n"
 
 
-@pytest.fixture(scope="module")
-def study_dir(tmp_path_factory):
-    threads = torch.get_num_threads()
-    out = tmp_path_factory.mktemp("study") / "tiny"
-    run_study(get_preset("quick", **TINY), out, progress=False)
-    torch.set_num_threads(threads)
-    return out
 
 
 def _llm_run(path) -> None:

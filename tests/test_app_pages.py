@@ -7,36 +7,17 @@ render, their widgets change what they show, and broken directories give an ``st
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import pytest
-import torch
+from app_helpers import HOME, metric, open_page
 
 from m2po_lab import runs
-from m2po_lab.study import get_preset, run_study
 
-HOME = Path(__file__).resolve().parents[1] / "app" / "Home.py"
 PAGE2 = "pages/2_Staleness_study.py"
 PAGE3 = "pages/3_Run_browser.py"
-TINY = dict(methods=("grpo", "m2po"), staleness=(0, 8), seeds=(0,), updates=12, warm_start_steps=300,
-            n_prompts=8, prompts_per_step=8, eval_every=4, hist_every=4)
 
 
-@pytest.fixture(scope="module")
-def apptest():
-    pytest.importorskip("streamlit")
-    from streamlit.testing.v1 import AppTest
-
-    return AppTest
 
 
-@pytest.fixture(scope="module")
-def study_dir(tmp_path_factory):
-    threads = torch.get_num_threads()
-    out = tmp_path_factory.mktemp("study") / "tiny"
-    run_study(get_preset("quick", **TINY), out, progress=False)
-    torch.set_num_threads(threads)
-    return out
 
 
 @pytest.fixture(autouse=True)
@@ -49,22 +30,8 @@ def _row(update: int, **extra) -> dict:
     return {**{k: 0.0 for k in runs.REQUIRED_KEYS}, "update": update, "reward": 0.1 * update, **extra}
 
 
-def _page(apptest, page):
-    at = apptest.from_file(str(HOME), default_timeout=90).run()
-    assert not at.exception
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _metric(at, label: str) -> str:
-    values = [m.value for m in at.metric if m.label == label]
-    assert len(values) == 1, [m.label for m in at.metric]
-    return values[0]
-
-
 def _open_study(apptest, path):
-    at = _page(apptest, PAGE2)
+    at = open_page(apptest, PAGE2)
     at.radio(key="study_source").set_value("Open a study directory").run()
     at.text_input(key="study_dir").input(str(path)).run()
     assert not at.exception, at.exception
@@ -72,14 +39,14 @@ def _open_study(apptest, path):
 
 
 def _open_dir(apptest, path):
-    at = _page(apptest, PAGE3)
+    at = open_page(apptest, PAGE3)
     at.text_input(key="run_dir").input(str(path)).run()
     assert not at.exception, at.exception
     return at
 
 
 # ---------------------------------------------------------------- home and defaults
-def test_home_links_every_page(apptest):
+def test_home_links_everyopen_page(apptest):
     at = apptest.from_file(str(HOME), default_timeout=60).run()
     assert not at.exception
     assert [el.proto.page for el in at.get("page_link")] == ["Importance_weights", "Staleness_study", "Run_browser"]
@@ -87,7 +54,7 @@ def test_home_links_every_page(apptest):
 
 @pytest.mark.parametrize("page, hint", [(PAGE2, "Run the study"), (PAGE3, "Enter the path")])
 def test_pages_render_defaults(apptest, page, hint):
-    at = _page(apptest, page)
+    at = open_page(apptest, page)
     assert any(hint in i.value for i in at.info)
     assert not at.error and "Traceback" not in str(at)
 
@@ -98,18 +65,18 @@ def test_page2_opens_a_study(apptest, study_dir):
     assert len(at.get("image")) == 4  # rewards, clip/frac, entropy bins, log r histogram
     summary = json.loads((study_dir / "summary.json").read_text())
     steady = {(r["method"], r["staleness"]): r["clip_frac_steady"] for r in summary["runs"]}
-    assert _metric(at, "grpo clip/frac") == f"{100 * steady['grpo', 8]:.3f}%"  # the largest staleness first
-    assert _metric(at, "m2po clip/frac") == f"{100 * steady['m2po', 8]:.3f}%"
+    assert metric(at, "grpo clip/frac") == f"{100 * steady['grpo', 8]:.3f}%"  # the largest staleness first
+    assert metric(at, "m2po clip/frac") == f"{100 * steady['m2po', 8]:.3f}%"
     assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 4  # summary: 2 methods x 2 staleness
     assert any("Phenomena" in m.value and "GRPO degrades with staleness" in m.value for m in at.markdown)
 
 
 def test_page2_staleness_changes_mask_fraction(apptest, study_dir):
     at = _open_study(apptest, study_dir)
-    stale = _metric(at, "grpo clip/frac")
+    stale = metric(at, "grpo clip/frac")
     at.select_slider(key="staleness_shown").set_value(0).run()
     assert not at.exception
-    fresh = _metric(at, "grpo clip/frac")
+    fresh = metric(at, "grpo clip/frac")
     assert float(fresh.rstrip("%")) < float(stale.rstrip("%")), (fresh, stale)
     assert len(at.get("image")) == 4
 
@@ -117,9 +84,9 @@ def test_page2_staleness_changes_mask_fraction(apptest, study_dir):
 def test_page2_histogram_slider_moves_through_updates(apptest, study_dir):
     at = _open_study(apptest, study_dir)
     assert at.select_slider(key="hist_update").options == ["0", "4", "8", "11"]
-    last = _metric(at, "grpo M2 at this update")
+    last = metric(at, "grpo M2 at this update")
     at.select_slider(key="hist_update").set_value(8).run()
-    assert not at.exception and _metric(at, "grpo M2 at this update") != last
+    assert not at.exception and metric(at, "grpo M2 at this update") != last
     at.slider(key="clip_smooth").set_value(1).run()
     assert not at.exception
 
@@ -134,14 +101,14 @@ def test_page2_broken_study_shows_an_error(apptest, tmp_path):
 
 
 def test_page2_runs_a_live_study_then_reuses_it(apptest):
-    at = _page(apptest, PAGE2)
+    at = open_page(apptest, PAGE2)
     at.multiselect(key="methods").set_value(["m2po"])
     at.multiselect(key="staleness").set_value([0])
     at.select_slider(key="updates").set_value(100).run()
     assert at.button(key="run_study").label == "Run the study"
     at.button(key="run_study").click().run()  # trains in a thread while the page polls (~10 s)
     assert not at.exception and not at.error, at.error
-    assert len(at.get("image")) == 4 and _metric(at, "m2po clip/frac").endswith("%")
+    assert len(at.get("image")) == 4 and metric(at, "m2po clip/frac").endswith("%")
     at.run()
     assert at.button(key="run_study").label == "Cached: already trained" and at.button(key="run_study").disabled
     at.multiselect(key="staleness").set_value([]).run()  # an invalid config: StudyConfig's message

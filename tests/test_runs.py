@@ -14,24 +14,17 @@ import numpy as np
 import pytest
 import torch
 
+from app_helpers import TINY_STUDY
+
 from m2po_lab import runs
 from m2po_lab.runs import RunDirError
-from m2po_lab.study import get_preset, read_metrics, run_study
+from m2po_lab.study import get_preset, read_metrics
 from m2po_lab.study.report import entropy_by_ratio
 from m2po_lab.study.runner import RunSpec
 
-TINY = dict(methods=("grpo", "m2po"), staleness=(0, 8), seeds=(0,), updates=12, warm_start_steps=300,
-            n_prompts=8, prompts_per_step=8, eval_every=4, hist_every=4)
 NAMES = ["grpo_s0_seed0", "grpo_s8_seed0", "m2po_s0_seed0", "m2po_s8_seed0"]
 
 
-@pytest.fixture(scope="module")
-def study_dir(tmp_path_factory):
-    threads = torch.get_num_threads()
-    out = tmp_path_factory.mktemp("study") / "tiny"
-    run_study(get_preset("quick", **TINY), out, progress=False)  # ~3 s; sets one thread
-    torch.set_num_threads(threads)
-    return out
 
 
 def row(update: int, **extra) -> dict:
@@ -176,7 +169,7 @@ def test_smooth_is_a_trailing_mean():
 
 # ---------------------------------------------------------------- a live study's folder
 def test_study_cache_dir_and_progress(tmp_path, monkeypatch, study_dir):
-    cfg = get_preset("quick", **TINY).to_dict()
+    cfg = get_preset("quick", **TINY_STUDY).to_dict()
     a = runs.study_cache_dir(cfg, tmp_path)
     assert a == runs.study_cache_dir(dict(reversed(cfg.items())), tmp_path) and a.parent == tmp_path
     assert a != runs.study_cache_dir({**cfg, "updates": 13}, tmp_path)
