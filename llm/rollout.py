@@ -21,7 +21,7 @@ import torch
 from m2po_lab.advantages import group_advantages
 
 from .models import generate, position_ids_from_mask, token_logprobs
-from .tasks import GSM8K_KEYS, MATH_KEYS, ArithmeticTask, JsonlTask, load_jsonl_task, reward
+from .tasks import GSM8K_KEYS, MATH_KEYS, ArithmeticTask, JsonlTask, get_reward, load_jsonl_task
 
 _INSTRUCTIONS = {
     "gsm8k": "\nSolve step by step and give the final answer after '####'.",
@@ -133,7 +133,8 @@ def rollout(model, tokenizer, task, cfg, generator: torch.Generator, autocast) -
             old_logp[rows] = token_logprobs(model, input_ids[rows], attention_mask[rows].long(), P, cfg.temperature)
     model.train(was_training)
     texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
-    rewards = torch.tensor([reward(t, a) for t, a in zip(texts, answers)], dtype=torch.float32)  # (N,)
+    score = get_reward(cfg.reward_mode)
+    rewards = torch.tensor([score(t, a) for t, a in zip(texts, answers)], dtype=torch.float32)  # (N,)
     return {
         "input_ids": input_ids.to("cpu", torch.int32),
         "attention_mask": attention_mask.cpu(),

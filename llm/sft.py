@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .models import generate, position_ids_from_mask
-from .tasks import reward
+from .tasks import mark_answers, reward
 
 IGNORE_INDEX = -100
 
@@ -68,6 +68,37 @@ def sft_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Te
     )
 
 
+def complete(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    greedy: bool = False,
+    max_new_tokens: int = 8,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> list[str]:
+    """The decoded completion of each prompt (greedy, or sampled seeded from `seed`).
+
+    The global RNG is left untouched (see `models.generate`).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    texts: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        enc = tokenizer(prompts[i : i + batch_size], padding=True, return_tensors="pt").to(device)
+        response_ids, _ = generate(
+            model, tokenizer, enc["input_ids"], enc["attention_mask"],
+            max_new_tokens=max_new_tokens, temperature=temperature,
+            greedy=greedy, generator=gen,
+        )  # (b, R)
+        texts += tokenizer.batch_decode(response_ids, skip_special_tokens=True)
+    model.train(was_training)
+    return texts
+
+
 def evaluate_accuracy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -77,30 +108,16 @@ def evaluate_accuracy(
     temperature: float = 1.0,
     seed: int = 0,
     batch_size: int = 256,
+    reward_fn=reward,
 ) -> float:
-    """Fraction of prompts whose generated completion earns reward 1.0.
+    """Fraction of prompts whose generated completion earns `reward_fn` 1.0.
 
     Sampling (greedy=False) is the accuracy an RL run starts from; greedy is
-    the usual "model accuracy". Sampling is seeded from `seed` (see
-    `models.generate`); the global RNG is left untouched.
+    the usual "model accuracy". Sampling is seeded from `seed`.
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    correct = 0.0
-    for i in range(0, len(prompts_answers), batch_size):
-        chunk = prompts_answers[i : i + batch_size]
-        enc = tokenizer([p for p, _ in chunk], padding=True, return_tensors="pt").to(device)
-        response_ids, _ = generate(
-            model, tokenizer, enc["input_ids"], enc["attention_mask"],
-            max_new_tokens=max_new_tokens, temperature=temperature,
-            greedy=greedy, generator=gen,
-        )  # (b, R)
-        texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
-        correct += sum(reward(t, a) for t, (_, a) in zip(texts, chunk))
-    model.train(was_training)
-    return correct / max(len(prompts_answers), 1)
+    texts = complete(model, tokenizer, [p for p, _ in prompts_answers], greedy=greedy,
+                     max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size)
+    return sum(reward_fn(t, a) for t, (_, a) in zip(texts, prompts_answers)) / max(len(prompts_answers), 1)
 
 
 def _lr_factor(step: int, steps: int, warmup: float, cosine: bool = True) -> float:
@@ -126,6 +143,8 @@ def sft_warm_start(
     max_new_tokens: int | None = None,
     warmup: float = 0.1,
     cosine: bool = True,
+    marked_frac: float = 0.0,
+    reward_fn=reward,
 ) -> dict[str, float | list[float]]:
     """Fine-tune `model` in place on fresh `task.sample` batches; report accuracy.
 
@@ -140,6 +159,9 @@ def sft_warm_start(
         eval_size: number of held-out draws for the final accuracy (0: skip).
         warmup: fraction of `steps` with linear warmup; cosine: then decay to
             10% of `lr` (False: constant).
+        marked_frac: each demonstration's answer is written `#### <answer>`
+            with this probability (`tasks.mark_answers`), else bare.
+        reward_fn: scores the final accuracy (`tasks.reward` or `strict_reward`).
 
     Returns (plain numbers; one host sync at the end, none per step):
         sft/loss_first, sft/loss_last: answer-token CE of the first/last step;
@@ -158,7 +180,7 @@ def sft_warm_start(
     losses = []
     start = time.perf_counter()
     for _ in range(steps):
-        batch = build_sft_batch(tokenizer, task.sample(batch_size, train_gen))
+        batch = build_sft_batch(tokenizer, mark_answers(task.sample(batch_size, train_gen), marked_frac, train_gen))
         loss = sft_loss(model, {k: v.to(device) for k, v in batch.items()})
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -176,11 +198,11 @@ def sft_warm_start(
     }
     if eval_size > 0:
         if max_new_tokens is None:
-            max_new_tokens = getattr(task, "max_answer_chars", 16) + 1
+            max_new_tokens = getattr(task, "max_answer_chars", 16) + 1 + (5 if marked_frac else 0)
         eval_set = task.sample(eval_size, torch.Generator().manual_seed(seed + 1))
         for name, greedy in (("sft/acc_sampled", False), ("sft/acc_greedy", True)):
             metrics[name] = evaluate_accuracy(
                 model, tokenizer, eval_set, greedy=greedy,
-                max_new_tokens=max_new_tokens, seed=seed + 2,
+                max_new_tokens=max_new_tokens, seed=seed + 2, reward_fn=reward_fn,
             )
     return metrics

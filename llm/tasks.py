@@ -2,7 +2,7 @@
 
 Every task offers `sample(n, generator) -> list[(prompt, answer)]`; the reward
 of a completion is `reward(completion, answer)` in {0.0, 1.0}, computed by
-`extract_answer` + `answers_match`:
+`extract_answer` + `answers_match` (`strict_reward` also requires the `####` marker):
 
 - `#### 42` (GSM8K final-answer marker) wins, then the last `\\boxed{...}`
   (MATH, nested braces allowed), then the last number in the text;
@@ -107,6 +107,10 @@ def answers_match(pred: str, gold: str) -> bool:
     return p == g
 
 
+REWARD_MODES = ("flexible", "strict")
+"""How a completion's answer is found: "flexible" (`reward`) or "strict" (`strict_reward`)."""
+
+
 def reward(completion: str, answer: str) -> float:
     """1.0 if the completion's extracted answer matches `answer`, else 0.0.
 
@@ -118,6 +122,37 @@ def reward(completion: str, answer: str) -> float:
         return 0.0
     gold = extract_answer(answer) if ("####" in answer or "\\boxed" in answer) else answer
     return float(gold is not None and answers_match(pred, gold))
+
+
+def strict_reward(completion: str, answer: str) -> float:
+    """1.0 only if the completion marks its answer as `#### <answer>`, else 0.0.
+
+    GSM8K's strict rule (verl's default GSM8K scorer works the same way): a right
+    number without the `####` marker earns nothing, so the reward also checks the
+    format. The number after the last marker is compared as in `reward`.
+    """
+    return reward(completion, answer) if "####" in completion else 0.0
+
+
+def get_reward(mode: str):
+    """The reward function of a mode in `REWARD_MODES`; ValueError names the accepted ones."""
+    if mode not in REWARD_MODES:
+        raise ValueError(f"reward_mode must be one of {list(REWARD_MODES)}, got {mode!r}")
+    return strict_reward if mode == "strict" else reward
+
+
+def mark_answers(pairs: list[tuple[str, str]], frac: float, generator: torch.Generator) -> list[tuple[str, str]]:
+    """Write each answer as `#### <answer>` with probability `frac` (one draw per pair from `generator`).
+
+    The tiny-arith warm start uses it to imitate a teacher that uses the marked format
+    only some of the time (see `TrainConfig.sft_marked_frac`). `frac` 0 draws nothing.
+    """
+    if not 0.0 <= frac <= 1.0:
+        raise ValueError(f"frac must be in [0, 1], got {frac!r}")
+    if frac == 0.0:
+        return list(pairs)
+    draws = torch.rand(len(pairs), generator=generator).tolist()
+    return [(p, f"#### {a}" if u < frac else a) for (p, a), u in zip(pairs, draws)]
 
 
 # ----------------------------------------------------------------------------

@@ -35,7 +35,8 @@ from .config import TrainConfig
 from .models import build_tiny_model, load_model_and_tokenizer
 from .rollout import batch_bytes, encode_prompts, format_prompt, load_tasks, logp_and_entropy, model_context, rollout
 from .run_dir import RunDir, histograms, to_row, zeroed_examples
-from .sft import evaluate_accuracy, sft_warm_start
+from .sft import complete, sft_warm_start
+from .tasks import get_reward, reward
 
 
 def _device(name: str) -> torch.device:
@@ -69,7 +70,8 @@ def load_policy(cfg: TrainConfig, run: RunDir | None, task, device):
             build_tiny_model(path, seed=cfg.seed)
         model, tok = load_model_and_tokenizer(path, device=device, local_files_only=True)
         if run.meta.get("start") is None and cfg.sft_steps:
-            sft = sft_warm_start(model, tok, task, steps=cfg.sft_steps, lr=cfg.sft_lr, seed=cfg.seed, eval_size=0)
+            sft = sft_warm_start(model, tok, task, steps=cfg.sft_steps, lr=cfg.sft_lr, seed=cfg.seed, eval_size=0,
+                                 marked_frac=cfg.sft_marked_frac)
             sft = {k: v for k, v in sft.items() if k != "sft/losses"}
             model.save_pretrained(str(path))  # the RL start on disk
     if cfg.gradient_checkpointing:
@@ -86,13 +88,20 @@ def check_prompts(tok, model, cfg: TrainConfig, task, eval_set) -> None:
 
 
 def evaluate(model, tok, cfg: TrainConfig, eval_set, autocast) -> dict[str, float]:
-    """Held-out accuracy: greedy (``eval/accuracy``) and temperature-1 sampled (fixed seed)."""
-    pairs = [(format_prompt(tok, p, cfg.task), a) for p, a in eval_set]
-    out = {}
+    """Held-out accuracy under the run's reward: greedy (``eval/accuracy``) and temperature-1 sampled.
+
+    With ``reward_mode="strict"`` also ``eval/accuracy_flexible``: the greedy answers scored
+    by the flexible rule, i.e. the arithmetic without the format requirement.
+    """
+    prompts, answers = [format_prompt(tok, p, cfg.task) for p, _ in eval_set], [a for _, a in eval_set]
+    score, out = get_reward(cfg.reward_mode), {}
     with autocast():
         for key, greedy in (("eval/accuracy", True), ("eval/accuracy_sampled", False)):
-            out[key] = evaluate_accuracy(model, tok, pairs, greedy=greedy, max_new_tokens=cfg.max_new_tokens,
-                                         temperature=cfg.temperature, seed=cfg.seed + 2)
+            texts = complete(model, tok, prompts, greedy=greedy, max_new_tokens=cfg.max_new_tokens,
+                             temperature=cfg.temperature, seed=cfg.seed + 2)
+            out[key] = sum(score(t, a) for t, a in zip(texts, answers)) / max(len(answers), 1)
+            if greedy and cfg.reward_mode == "strict":
+                out["eval/accuracy_flexible"] = sum(reward(t, a) for t, a in zip(texts, answers)) / max(len(answers), 1)
     out["eval/reward"] = out["eval/accuracy_sampled"]
     return out
 

@@ -28,8 +28,11 @@ from m2po_lab.llm.tasks import (  # noqa: E402
     ArithmeticTask,
     answers_match,
     extract_answer,
+    get_reward,
     load_jsonl_task,
+    mark_answers,
     reward,
+    strict_reward,
 )
 from m2po_lab.llm.tokenizer import build_char_tokenizer, save_char_tokenizer  # noqa: E402
 
@@ -218,6 +221,32 @@ def test_reward():
     assert reward("nothing", "46") == 0.0
 
 
+def test_strict_reward_needs_the_marker():
+    assert strict_reward("#### 46", "46") == 1.0
+    assert strict_reward("####46", "46") == 1.0
+    assert strict_reward("so 46", "46") == 0.0  # right number, no marker
+    assert strict_reward("#### 45", "46") == 0.0
+    assert strict_reward("#### 4 then 46", "46") == 0.0  # the marked number counts, not the last one
+    assert strict_reward("#### 12", "Natalia sold 48/2 = 24 ... #### 12") == 1.0
+    assert get_reward("strict") is strict_reward and get_reward("flexible") is reward
+    with pytest.raises(ValueError, match=r"reward_mode must be one of \['flexible', 'strict'\]"):
+        get_reward("lenient")
+
+
+def test_mark_answers_fraction_and_seed():
+    pairs = [("1+2=", "3")] * 4000
+    marked = mark_answers(pairs, 0.3, torch.Generator().manual_seed(0))
+    frac = sum(a == "#### 3" for _, a in marked) / len(pairs)
+    assert abs(frac - 0.3) < 0.03 and all(a in ("3", "#### 3") for _, a in marked)
+    assert marked == mark_answers(pairs, 0.3, torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    assert mark_answers(pairs[:5], 0.0, gen) == pairs[:5] and torch.equal(gen.get_state(), state)  # no draw
+    assert all(a == "#### 3" for _, a in mark_answers(pairs[:5], 1.0, gen))
+    with pytest.raises(ValueError, match="frac"):
+        mark_answers(pairs, 1.5, gen)
+
+
 def test_arithmetic_task():
     task = ArithmeticTask(n_digits=2, ops=("+", "-", "*"), seed=1)
     pairs = task.sample(50)
@@ -298,3 +327,12 @@ def test_sft_reaches_nonzero_accuracy(tiny_dir):
     m = sft_warm_start(model, tok, ArithmeticTask(n_digits=1), steps=100, batch_size=64, seed=0, eval_size=64)
     assert m["sft/acc_greedy"] > 0.1
     assert 0.0 <= m["sft/acc_sampled"] <= 1.0
+
+
+def test_sft_teaches_the_marked_format(tiny_dir):
+    """A teacher that always writes `#### N`: the strict reward then scores the SFT model like the flexible one."""
+    model, tok = load_model_and_tokenizer(tiny_dir, local_files_only=True)
+    m = sft_warm_start(model, tok, ArithmeticTask(n_digits=1), steps=100, batch_size=64, seed=0, eval_size=64,
+                       marked_frac=1.0, reward_fn=strict_reward)
+    assert m["sft/acc_greedy"] > 0.1
+

@@ -81,6 +81,15 @@ def test_three_updates_through_the_cli(tiny_dir, tmp_path):
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
 
 
+def test_strict_reward_mode_logs_the_flexible_accuracy_too(tiny_dir, tmp_path):
+    out = tmp_path / "strict"
+    assert main(_args(tiny_dir, out, "--total-updates", 2, "--reward-mode", "strict", "--max-new-tokens", "8")) == 0
+    rows = _rows(out)
+    assert {"eval/accuracy", "eval/accuracy_flexible"} <= set(rows[1])
+    assert rows[1]["eval/accuracy"] <= rows[1]["eval/accuracy_flexible"]  # strict answers also pass the flexible rule
+    assert "eval/accuracy_flexible" in json.loads((out / "config.json").read_text())["start"]
+
+
 def test_resume_after_interruption_equals_uninterrupted_run(tiny_dir, tmp_path, monkeypatch):
     extra = ("--total-updates", 8, "--staleness", 2, "--loss", "m2po", "--checkpoint-every", 4)
     full = tmp_path / "full"
@@ -152,6 +161,8 @@ def test_presets_match_the_cli_and_validate():
     (("--staleness", "-4"), "staleness"),
     (("--loss", "nope"), "loss"),
     (("--staleness", "3"), "staleness"),
+    (("--reward-mode", "lenient"), "reward_mode"),
+    (("--sft-marked-frac", "1.5"), "sft_marked_frac"),
 ])
 def test_bad_options_fail_naming_the_argument(tiny_dir, tmp_path, capsys, extra, needle):
     assert main(_args(tiny_dir, tmp_path / "x", "--total-updates", 1, *extra)) == 2
