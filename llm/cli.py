@@ -35,6 +35,9 @@ def _cmd_train_llm(args: argparse.Namespace) -> int:
     print(f"  eval/accuracy (greedy): {start.get('eval/accuracy', float('nan')):.3f} at start -> "
           f"{final.get('eval/accuracy', float('nan')):.3f};  sampled: {start.get('eval/accuracy_sampled', float('nan')):.3f}"
           f" -> {final.get('eval/accuracy_sampled', float('nan')):.3f}")
+    if "eval/accuracy_flexible" in final:
+        print(f"  greedy, any answer format: {start.get('eval/accuracy_flexible', float('nan')):.3f} -> "
+              f"{final['eval/accuracy_flexible']:.3f}  (the strict reward also needs `#### N`)")
     print(f"  stale queue: {summary['bytes_per_queued_seq']:.0f} bytes per queued sequence")
     return 0
 

@@ -4,7 +4,8 @@
   tokenizer (`tokenizer.py`), randomly initialised from a seed and saved with
   `save_pretrained` (model + tokenizer) -- no download anywhere.
 - `load_model_and_tokenizer`: `AutoModelForCausalLM` / `AutoTokenizer`
-  `.from_pretrained`, with a clear error when the path does not exist.
+  `.from_pretrained` (the character tokenizer through `load_char_tokenizer`),
+  with a clear error when the path does not exist.
 - `token_logprobs`: log pi(a_t | s_t) of given response tokens, the `logp` /
   `old_logp` of the policy losses (`log_ratio = logp - old_logp`).
 - `generate`: sample responses with HF `generate`, return ids + response mask.
@@ -40,7 +41,7 @@ from transformers import (
     Qwen2Config,
 )
 
-from .tokenizer import build_char_tokenizer
+from .tokenizer import build_char_tokenizer, is_char_tokenizer_dir, load_char_tokenizer
 
 _CONFIGS = {"qwen2": Qwen2Config, "llama": LlamaConfig}
 
@@ -143,7 +144,10 @@ def load_model_and_tokenizer(
         raise FileNotFoundError(f"model path does not exist: {name!r}")
     kwargs = dict(trust_remote_code=trust_remote_code, local_files_only=local_files_only)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        if is_char_tokenizer_dir(name):  # AutoTokenizer would rebuild it byte-level for Qwen2 (drops spaces)
+            tokenizer = load_char_tokenizer(name)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
     except (OSError, ValueError) as err:
         if Path(name).expanduser().exists():

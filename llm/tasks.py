@@ -124,14 +124,19 @@ def reward(completion: str, answer: str) -> float:
     return float(gold is not None and answers_match(pred, gold))
 
 
-def strict_reward(completion: str, answer: str) -> float:
-    """1.0 only if the completion marks its answer as `#### <answer>`, else 0.0.
+_STRICT = re.compile(r"####[ \t]*([-+]?\d[\d.,]*)")
 
-    GSM8K's strict rule (verl's default GSM8K scorer works the same way): a right
-    number without the `####` marker earns nothing, so the reward also checks the
-    format. The number after the last marker is compared as in `reward`.
+
+def strict_reward(completion: str, answer: str) -> float:
+    """1.0 only if the completion marks its answer as `#### <number>`, else 0.0.
+
+    GSM8K's strict rule, as in verl's default GSM8K scorer: a right number without the
+    marker earns nothing, so the reward also checks the format. The number must follow
+    the marker directly (spaces allowed; verl requires exactly one); the last marked
+    number counts and is compared as in `reward`.
     """
-    return reward(completion, answer) if "####" in completion else 0.0
+    marked = _STRICT.findall(completion)
+    return reward(f"#### {marked[-1]}", answer) if marked else 0.0
 
 
 def get_reward(mode: str):

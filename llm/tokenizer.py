@@ -4,8 +4,9 @@ Every character of `CHARS` is one token; anything else maps to `<unk>`.
 The tokenizer is made with the `tokenizers` library (a WordLevel model over
 single characters, split by a one-character regex, joined back by a `Fuse`
 decoder) and wrapped as a `transformers.PreTrainedTokenizerFast`, so it saves
-with `save_pretrained` and loads back offline with
-`AutoTokenizer.from_pretrained(path)`.
+with `save_pretrained` and loads back offline with `load_char_tokenizer(path)`
+(`models.load_model_and_tokenizer` uses it; `AutoTokenizer` would drop the
+spaces once a Qwen2 `config.json` sits beside the tokenizer, see there).
 
 Conventions:
 - padding is on the LEFT, so a batch of prompts ends at the same column and
@@ -19,6 +20,7 @@ transformers 5.x note: `PreTrainedTokenizerFast` is an alias of
 
 from __future__ import annotations
 
+import json
 import string
 from pathlib import Path
 
@@ -36,6 +38,8 @@ CHARS: str = (
     + string.ascii_uppercase
 )
 """Characters with their own token (arithmetic, GSM8K- and MATH-style text)."""
+
+_CHAR_SPLIT = r"[\s\S]"  # one piece per character; `.` would not match newlines
 
 
 def build_vocab(chars: str = CHARS) -> dict[str, int]:
@@ -60,7 +64,7 @@ def build_char_tokenizer(chars: str = CHARS) -> PreTrainedTokenizerFast:
     vocab = build_vocab(chars)
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     # One token per character; `[\s\S]` also matches newlines (`.` would not).
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(_CHAR_SPLIT), behavior="isolated")
     core.decoder = decoders.Fuse()  # join tokens with no separator
     core.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A",
@@ -77,6 +81,35 @@ def build_char_tokenizer(chars: str = CHARS) -> PreTrainedTokenizerFast:
         model_max_length=2048,
         clean_up_tokenization_spaces=False,
     )
+
+
+def is_char_tokenizer_dir(path: str | Path) -> bool:
+    """True if `path` is a local directory holding this module's character tokenizer.
+
+    Recognised by its `tokenizer.json` pre-tokenizer (one split per character).
+    """
+    file = Path(path).expanduser() / "tokenizer.json"
+    if not file.is_file():
+        return False
+    try:
+        pre = json.loads(file.read_text(encoding="utf-8")).get("pre_tokenizer") or {}
+    except (OSError, ValueError):
+        return False
+    return pre.get("type") == "Split" and pre.get("pattern") == {"Regex": _CHAR_SPLIT}
+
+
+def load_char_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    """Load a saved character tokenizer exactly as it was built.
+
+    `AutoTokenizer` is not enough once a model's `config.json` sits beside it: for
+    some model types (Qwen2 in transformers 5) it instantiates the model family's own
+    tokenizer class, which replaces the pre-tokenizer with a byte-level one and
+    silently drops every whitespace character. Loading the class directly keeps
+    the saved `tokenizer.json` as it is.
+    """
+    tok = PreTrainedTokenizerFast.from_pretrained(str(path))
+    tok.padding_side = "left"
+    return tok
 
 
 def save_char_tokenizer(out_dir: str | Path, chars: str = CHARS) -> Path:

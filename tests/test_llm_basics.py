@@ -92,6 +92,18 @@ def test_build_and_load_offline(tiny_dir, tiny):
     assert not model.training
 
 
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_loaded_tokenizer_keeps_every_character(tmp_path, arch):
+    """transformers 5 rebuilds a Qwen2 directory's tokenizer byte-level through AutoTokenizer, dropping spaces."""
+    path = build_tiny_model(tmp_path, arch=arch, hidden=32, layers=1, heads=2)
+    _, tok = load_model_and_tokenizer(path, local_files_only=True)
+    text = ["Q: 3 * 4?\nA: #### 12", "12+3="]
+    built = build_char_tokenizer()
+    assert tok(text, padding=True)["input_ids"] == built(text, padding=True)["input_ids"]
+    assert tok.decode(tok(text[0])["input_ids"], skip_special_tokens=True) == text[0]
+    assert tok.padding_side == "left" and tok.pad_token_id == built.pad_token_id
+
+
 def test_build_llama(tmp_path):
     path = build_tiny_model(tmp_path, arch="llama", hidden=32, layers=1, heads=2)
     model, tok = load_model_and_tokenizer(path, local_files_only=True)
@@ -227,6 +239,8 @@ def test_strict_reward_needs_the_marker():
     assert strict_reward("so 46", "46") == 0.0  # right number, no marker
     assert strict_reward("#### 45", "46") == 0.0
     assert strict_reward("#### 4 then 46", "46") == 0.0  # the marked number counts, not the last one
+    assert strict_reward("#### 4 #### 46.", "46") == 1.0  # the last marked number
+    assert strict_reward("####x46", "46") == 0.0  # the number must follow the marker
     assert strict_reward("#### 12", "Natalia sold 48/2 = 24 ... #### 12") == 1.0
     assert get_reward("strict") is strict_reward and get_reward("flexible") is reward
     with pytest.raises(ValueError, match=r"reward_mode must be one of \['flexible', 'strict'\]"):
