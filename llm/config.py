@@ -143,14 +143,14 @@ PRESETS: dict[str, TrainConfig] = {
     # CPU, minutes: tiny Qwen2 over characters (0.5M parameters), 2-digit addition, SFT
     # warm start, then stale-16 RL (a queue 4 rollout steps deep). The reward is strict
     # (`#### N`, verl's GSM8K rule) and the warm-start teacher writes that format in only
-    # 30% of its demonstrations, so the SFT model answers bare when greedy and RL must
+    # 45% of its demonstrations, so the SFT model answers bare when greedy and RL must
     # make the format its habit: a skill that transfers to held-out sums (docs/llm.md).
     # lr is far above the paper's 1e-6 (a tiny model), far below the SFT's 3e-3: at 1e-3
     # RL collapses within ~50 updates, at 1e-4 the stale runs drift down (measured).
     "tiny-arith": TrainConfig(
         task="arith", n_digits=2, staleness=16, loss="m2po", reward_mode="strict", prompts_per_step=64,
         group_size=8, updates_per_step=4, micro_batch_size=128, lr=5e-5, max_new_tokens=9, total_updates=240,
-        eval_every=40, eval_prompts=512, hist_every=20, sft_steps=800, sft_marked_frac=0.3, checkpoint_every=40,
+        eval_every=40, eval_prompts=512, hist_every=20, sft_steps=800, sft_marked_frac=0.45, checkpoint_every=40,
         device="cpu",
     ),
 }
