@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .models import generate, position_ids_from_mask
-from .tasks import mark_answers, reward
+from .tasks import MARK, mark_answers, reward
 
 IGNORE_INDEX = -100
 
@@ -117,7 +117,12 @@ def evaluate_accuracy(
     """
     texts = complete(model, tokenizer, [p for p, _ in prompts_answers], greedy=greedy,
                      max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size)
-    return sum(reward_fn(t, a) for t, (_, a) in zip(texts, prompts_answers)) / max(len(prompts_answers), 1)
+    return score_texts(texts, [a for _, a in prompts_answers], reward_fn)
+
+
+def score_texts(texts: list[str], answers: list[str], reward_fn=reward) -> float:
+    """Mean `reward_fn(text, answer)` over the pairs (0.0 for none)."""
+    return sum(reward_fn(t, a) for t, a in zip(texts, answers)) / max(len(answers), 1)
 
 
 def _lr_factor(step: int, steps: int, warmup: float, cosine: bool = True) -> float:
@@ -198,7 +203,7 @@ def sft_warm_start(
     }
     if eval_size > 0:
         if max_new_tokens is None:
-            max_new_tokens = getattr(task, "max_answer_chars", 16) + 1 + (5 if marked_frac else 0)
+            max_new_tokens = getattr(task, "max_answer_chars", 16) + 1 + (len(MARK) if marked_frac else 0)
         eval_set = task.sample(eval_size, torch.Generator().manual_seed(seed + 1))
         for name, greedy in (("sft/acc_sampled", False), ("sft/acc_greedy", True)):
             metrics[name] = evaluate_accuracy(

@@ -107,6 +107,8 @@ def answers_match(pred: str, gold: str) -> bool:
     return p == g
 
 
+MARK = "#### "
+"""The answer marker the strict reward requires (GSM8K's), as `mark_answers` writes it."""
 REWARD_MODES = ("flexible", "strict")
 """How a completion's answer is found: "flexible" (`reward`) or "strict" (`strict_reward`)."""
 
@@ -157,7 +159,7 @@ def mark_answers(pairs: list[tuple[str, str]], frac: float, generator: torch.Gen
     if frac == 0.0:
         return list(pairs)
     draws = torch.rand(len(pairs), generator=generator).tolist()
-    return [(p, f"#### {a}" if u < frac else a) for (p, a), u in zip(pairs, draws)]
+    return [(p, MARK + a if u < frac else a) for (p, a), u in zip(pairs, draws)]
 
 
 # ----------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from .config import TrainConfig
 from .models import build_tiny_model, load_model_and_tokenizer
 from .rollout import batch_bytes, encode_prompts, format_prompt, load_tasks, logp_and_entropy, model_context, rollout
 from .run_dir import RunDir, histograms, to_row, zeroed_examples
-from .sft import complete, sft_warm_start
+from .sft import complete, score_texts, sft_warm_start
 from .tasks import get_reward, reward
 
 
@@ -99,9 +99,9 @@ def evaluate(model, tok, cfg: TrainConfig, eval_set, autocast) -> dict[str, floa
         for key, greedy in (("eval/accuracy", True), ("eval/accuracy_sampled", False)):
             texts = complete(model, tok, prompts, greedy=greedy, max_new_tokens=cfg.max_new_tokens,
                              temperature=cfg.temperature, seed=cfg.seed + 2)
-            out[key] = sum(score(t, a) for t, a in zip(texts, answers)) / max(len(answers), 1)
+            out[key] = score_texts(texts, answers, score)
             if greedy and cfg.reward_mode == "strict":
-                out["eval/accuracy_flexible"] = sum(reward(t, a) for t, a in zip(texts, answers)) / max(len(answers), 1)
+                out["eval/accuracy_flexible"] = score_texts(texts, answers, reward)
     out["eval/reward"] = out["eval/accuracy_sampled"]
     return out
 
