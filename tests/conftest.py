@@ -10,6 +10,16 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads; with 2 threads on a busy
+    2-core machine the SFT tests ran ~4x slower (OpenMP oversubscription)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
 def apptest():
     """streamlit's AppTest class (skips where streamlit is not installed)."""
     pytest.importorskip("streamlit")

@@ -37,14 +37,7 @@ from m2po_lab.llm.tasks import (  # noqa: E402
 from m2po_lab.llm.tokenizer import build_char_tokenizer, save_char_tokenizer  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; with 2 threads on a busy
-    2-core machine the SFT tests ran ~4x slower (OpenMP oversubscription)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models run fastest on one thread
 
 
 @pytest.fixture(scope="module")
