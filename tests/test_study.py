@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from m2po_lab.cli import main
-from m2po_lab.study import StudyConfig, get_preset, read_metrics, run_study
+from m2po_lab.study import PRESETS, StudyConfig, get_preset, read_metrics, run_study
 from m2po_lab.study import runner as runner_mod
 
 TINY = [
@@ -17,7 +17,8 @@ TINY = [
 SUMMARY_KEYS = {"method", "staleness", "seed", "final_reward", "peak_reward", "peak_update", "clip_frac_mean",
                 "m2_mean", "collapsed", "wall_s"}
 ROW_KEYS = {"update", "staleness", "reward", "loss", "entropy", "grad_norm", "m2", "clip/frac", "is/ratio_mean",
-            "is/ratio_max", "is/log_ratio_abs_p99", "kl/k1", "kl/k3"}
+            "is/ratio_max", "is/log_ratio_abs_p99", "kl/k1", "kl/k3", "data/fixed_ok"}
+EVAL_KEYS = ("eval/reward", "eval/fixed_ok", "eval/fork_acc", "eval/entropy_fixed", "eval/entropy_fork")
 
 
 def _metrics(out):
@@ -39,10 +40,15 @@ def test_cli_study_writes_every_artifact(tmp_path):
         assert [r["update"] for r in rows] == list(range(20)), name
         for r in rows:
             assert ROW_KEYS <= set(r), name
+            assert 0 <= r["data/fixed_ok"] <= 1, name
         if name.startswith("m2po"):
             assert {"m2po/m2_before", "m2po/mask_frac", "m2po/threshold"} <= set(rows[0])
-        evals = [r["update"] for r in rows if "eval/reward" in r]
-        assert evals == [4, 9, 14, 19]
+        evals = [r for r in rows if "eval/reward" in r]
+        assert [r["update"] for r in evals] == [4, 9, 14, 19]
+        for r in evals:
+            assert set(EVAL_KEYS) <= set(r), name
+            assert 0 <= r["eval/fork_acc"] <= 1 and r["eval/entropy_fixed"] >= 0 and r["eval/entropy_fork"] >= 0
+            assert r["eval/reward"] <= r["eval/fixed_ok"] + 1e-9  # graded reward = fixed_ok x fork fraction
         hists = [r for r in rows if "is/log_ratio_hist" in r]
         assert [r["update"] for r in hists] == [0, 10, 19]
         h = hists[-1]
@@ -51,7 +57,8 @@ def test_cli_study_writes_every_artifact(tmp_path):
         s8 = [r["staleness"] for r in rows] if "_s8_" in name else None
         if s8:  # 4 updates per step, depth 2 steps: staleness 0..7 while on base batches, then 8..11
             assert s8[:8] == list(range(8)) and s8[8:12] == [8, 9, 10, 11]
-    for fig in ("reward_by_method", "grpo_staleness_sweep", "clip_fraction", "entropy_vs_ratio", "log_ratio_histograms"):
+    for fig in ("reward_by_method", "grpo_staleness_sweep", "clip_fraction", "competence", "entropy_vs_ratio",
+                "log_ratio_histograms"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
     report = (out / "report.md").read_text()
     assert "Phenomena" in report and "| grpo |" in report
@@ -147,3 +154,43 @@ def test_phenomena_are_not_judged_when_nothing_was_learned():
     checks = check_phenomena(runs, None)
     assert [c["held"] for c in checks] == [None] * 5
     assert "earned no reward" in checks[0]["detail"]
+
+
+def test_evaluate_detail_matches_a_by_hand_count(one_thread):
+    """fixed_ok, fork_acc and the entropies recomputed from the same samples, teacher-forced."""
+    from toy_envs import policies as pol
+
+    cfg = get_preset("quick", methods=("grpo",), staleness=(0,), seeds=(0, 1), warm_start_steps=200, n_prompts=8,
+                     prompts_per_step=8)
+    study = runner_mod.BatchedStudy(cfg)
+    with torch.no_grad():  # move the two runs apart so a run mix-up would show
+        study.params["b2"][1] += torch.linspace(-1, 1, cfg.vocab_size)
+    detail = study.evaluate_detail()
+    task, R = study.task, 2
+    prompts = torch.arange(cfg.n_prompts).repeat(cfg.eval_samples).expand(R, -1)
+    responses, _ = pol.sample(study.params, prompts, torch.Generator().manual_seed(12345))
+    ent = pol.entropy(study.params, prompts, responses).detach()
+    for r in range(R):
+        resp, p = responses[r], prompts[r]
+        fixed_ok = [all(int(resp[i, t]) == int(task.fixed_target[p[i], t]) for t in range(resp.shape[1])
+                        if not task.is_fork[t]) for i in range(len(p))]
+        forks = [int(resp[i, f]) == int(task.fork_base[p[i], j]) for i in range(len(p))
+                 for j, f in enumerate(task.fork_positions.tolist())]
+        assert detail["fixed_ok"][r].item() == pytest.approx(sum(fixed_ok) / len(fixed_ok))
+        assert detail["fork_acc"][r].item() == pytest.approx(sum(forks) / len(forks))
+        assert detail["entropy_fixed"][r].item() == pytest.approx(ent[r][:, ~task.is_fork].mean().item(), rel=1e-5)
+        assert detail["entropy_fork"][r].item() == pytest.approx(ent[r][:, task.is_fork].mean().item(), rel=1e-5)
+    assert torch.equal(detail["reward"], study.evaluate())
+    assert detail["fixed_ok"][0] != detail["fixed_ok"][1]  # the two runs differ, so a run mix-up would fail
+    assert 0 < detail["fixed_ok"].min() and detail["reward"].max() > 0  # a warm start that did something
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_trains(name, one_thread):
+    """Each preset's methods and task build and take a few updates (shortened, not its real length)."""
+    cfg = get_preset(name, updates=4, warm_start_steps=5, seeds=(0,), eval_every=2, hist_every=2,
+                     staleness=(0, 4))
+    study = runner_mod.BatchedStudy(cfg)
+    for out, per_run in study.steps():
+        assert torch.isfinite(out["grad_norm"]).all()
+    assert study.update == 4 and len(study.specs) == len(cfg.methods) * 2

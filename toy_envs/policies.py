@@ -169,7 +169,7 @@ def entropy(params, prompts, responses, temperature: float = 1.0) -> torch.Tenso
 
 
 @torch.no_grad()
-def sample(params, prompts: torch.Tensor, generator: Gen, temperature: float = 1.0):
+def sample(params, prompts: torch.Tensor, generator: Gen, temperature: float = 1.0, with_entropy: bool = False):
     """Sample responses autoregressively (inverse-CDF with uniforms drawn up front).
 
     prompts (R, N) long -> (responses (R, N, L) long, logp (R, N, L) float), L the
@@ -177,21 +177,27 @@ def sample(params, prompts: torch.Tensor, generator: Gen, temperature: float = 1
     ``logp`` is the behaviour log-prob (detached), read from the same log-softmax the
     token was drawn from; it equals the teacher-forced ``token_logp`` up to float
     rounding (~1e-7), so on-policy ``logp - old_logp`` is 0 to that precision.
+    ``with_entropy=True`` also returns the entropy of each sampled position's
+    distribution, (R, N, L) (read from the same log-softmax: no second forward pass).
     """
     R, N = prompts.shape
     length, V = params["pos_emb"].shape[1], params["w2"].shape[-1]
     u = _draw(generator, R, (N, length), "rand").permute(2, 0, 1).unsqueeze(-1).contiguous()  # (L, R, N, 1)
     prev = torch.full_like(prompts, V)  # (R, N)
     prompt_x = _take(params["prompt_emb"], prompts)  # (R, N, H), the same at every position
-    tokens, logps = [], []
+    tokens, logps, ents = [], [], []
     for t in range(length):
         x = prompt_x + params["pos_emb"][:, t, None] + _take(params["tok_emb"], prev)  # (R, N, H)
         logp_v = torch.log_softmax(_mlp(params, x) / temperature, dim=-1)  # (R, N, V)
-        cdf = logp_v.exp().cumsum(-1)  # (R, N, V)
+        p_v = logp_v.exp()  # (R, N, V)
+        cdf = p_v.cumsum(-1)  # (R, N, V)
         prev = torch.searchsorted(cdf, u[t], right=True).squeeze(-1).clamp_(max=V - 1)  # (R, N)
         tokens.append(prev)
         logps.append(logp_v.gather(-1, prev[..., None]).squeeze(-1))  # (R, N)
-    return torch.stack(tokens, dim=-1), torch.stack(logps, dim=-1)  # (R, N, L), (R, N, L)
+        if with_entropy:
+            ents.append(-(p_v * logp_v).sum(-1))  # (R, N)
+    out = torch.stack(tokens, dim=-1), torch.stack(logps, dim=-1)  # (R, N, L), (R, N, L)
+    return (*out, torch.stack(ents, dim=-1)) if with_entropy else out
 
 
 def bandit_logits(params, contexts: torch.Tensor) -> torch.Tensor:

@@ -119,6 +119,10 @@ class StudyConfig:
 
 PRESETS: dict[str, StudyConfig] = {
     "paper": StudyConfig(),
+    # A dip that every token-level objective shares: binary reward and a 4x larger lr make
+    # forks learn fast from stale batches while the damage this does to fixed positions is
+    # invisible in them (docs/study.md, "The erosion preset").
+    "erosion": StudyConfig(methods=("grpo", "no_tr", "m2po", "gspo"), staleness=(0, 256), reward="binary", lr=2e-3),
     "quick": StudyConfig(
         methods=("grpo", "m2po"), staleness=(0, 8), seeds=(0,), updates=40, eval_every=10, hist_every=20,
         checkpoint_every=20, warm_start_steps=300, n_prompts=16, prompts_per_step=16,

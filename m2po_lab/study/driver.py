@@ -24,7 +24,7 @@ def _rows(study: BatchedStudy, out: dict, per_run: list[dict]) -> list[dict]:
     for ks in keys_by_run:
         flat.append(values[i : i + len(ks)])
         i += len(ks)
-    common = {k: out[k].tolist() for k in ("reward", "m2", "entropy", "grad_norm", "staleness")}
+    common = {k: out[k].tolist() for k in ("reward", "m2", "entropy", "grad_norm", "staleness", "data/fixed_ok")}
     rows = []
     for r in range(len(study.specs)):
         row = {"update": u}
@@ -90,8 +90,9 @@ def run_study(cfg: StudyConfig, out_dir, progress: bool = True, threads: int = 1
             rows = _rows(study, out_t, per_run)
             u = study.update - 1
             if (u + 1) % cfg.eval_every == 0 or u == cfg.updates - 1:
-                for row, ev in zip(rows, study.evaluate().tolist()):
-                    row["eval/reward"] = ev
+                detail = {k: v.tolist() for k, v in study.evaluate_detail().items()}
+                for r, row in enumerate(rows):
+                    row.update({f"eval/{k}": v[r] for k, v in detail.items()})
             if u % cfg.hist_every == 0 or u == cfg.updates - 1:
                 for row, h in zip(rows, log_ratio_histograms(out_t["_log_ratio"], out_t["_entropy"])):
                     row.update(h)

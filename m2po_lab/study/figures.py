@@ -26,24 +26,29 @@ def _series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _smooth(y: np.ndarray, w: int) -> np.ndarray:
+    """Centred moving average over ``w`` points; near the ends, over the points that exist."""
     if len(y) < w or w <= 1:
         return y
-    return np.convolve(y, np.ones(w) / w, mode="same")
+    k = np.ones(w)
+    return np.convolve(y, k, mode="same") / np.convolve(np.ones_like(y), k, mode="same")
 
 
-def _band(ax, curves: list[tuple[np.ndarray, np.ndarray]], label: str, color=None, log=False):
+def _band(ax, curves: list[tuple[np.ndarray, np.ndarray]], label, color=None, log=False, linestyle="-",
+          fill=True):
+    """Mean over seeds as a line, min-max over seeds as a band; returns the line (None: no data)."""
     curves = [c for c in curves if len(c[0])]
     if not curves:
-        return
+        return None
     n = min(len(c[0]) for c in curves)
     x = curves[0][0][:n]
     ys = np.stack([c[1][:n] for c in curves])
     mean = ys.mean(0)
-    (line,) = ax.plot(x, mean, label=label, color=color)
-    if len(curves) > 1:
+    (line,) = ax.plot(x, mean, label=label, color=color, linestyle=linestyle)
+    if fill and len(curves) > 1:
         ax.fill_between(x, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.15)
     if log:
         ax.set_yscale("log")
+    return line
 
 
 def make_figures(out: Path, specs: list[RunSpec], cfg: StudyConfig, entropy_bins: dict | None) -> list[Path]:
@@ -88,6 +93,26 @@ def make_figures(out: Path, specs: list[RunSpec], cfg: StudyConfig, entropy_bins
         ax.set(title=f"clipped / masked tokens, staleness {k}", xlabel="update", ylabel="fraction (log)")
         ax.legend(fontsize=8)
     paths.append(_save(fig, fig_dir / "clip_fraction.png"))
+
+    # 3b. what the reward is made of, at the highest staleness: fixed-position competence,
+    # fork accuracy, and the entropy at fixed positions (rises when stale data erodes them)
+    panels = (("eval/fixed_ok", "all fixed positions right\n(solid: policy; dashed: its batches)"),
+              ("eval/fork_acc", "fork tokens right"),
+              ("eval/entropy_fixed", "entropy at fixed positions (nats)"))
+    if any(_series(rows[s], panels[0][0])[0].size for s in specs):
+        fig, axes = _subplots(1, 3, figsize=(12, 3.2), squeeze=False)
+        for i, (ax, (key, title)) in enumerate(zip(axes[0], panels)):
+            for m in cfg.methods:
+                line = _band(ax, [_series(rows[s], key) for s in by[(m, stal[-1])]], f"{m} s={stal[-1]}")
+                if i == 0 and line is not None:  # dashed: the same, in the (stale) batches it trains on
+                    data = [_series(rows[s], "data/fixed_ok") for s in by[(m, stal[-1])]]
+                    data = [(x[::10], _smooth(y, 50)[::10]) for x, y in data if len(x)]
+                    _band(ax, data, None, color=line.get_color(), linestyle="--", fill=False)
+            if stal[0] != stal[-1] and "grpo" in cfg.methods:
+                _band(ax, [_series(rows[s], key) for s in by[("grpo", stal[0])]], f"grpo s={stal[0]}", color="0.6")
+            ax.set(title=title, xlabel="update")
+        axes[0][-1].legend(fontsize=8)
+        paths.append(_save(fig, fig_dir / "competence.png"))
 
     # 4. entropy vs |r - 1| (the paper's Fig. 3b)
     if entropy_bins:

@@ -161,8 +161,11 @@ class BatchedStudy:
         self.opt.step()
         self.update += 1
         log_ratio = log_ratio.detach()
+        task = self.task
+        fixed_ok = ((responses == task.fixed_target[mb["prompts"]]) | task.is_fork).all(-1)  # (R, n)
         out = {
             "reward": mb["rewards"].mean(1),
+            "data/fixed_ok": fixed_ok.float().mean(1),  # what the (stale) batch shows of fixed positions
             "m2": log_ratio.square().mean((1, 2)),
             "entropy": ent.detach().mean((1, 2)),
             "grad_norm": grad_norm,
@@ -176,12 +179,34 @@ class BatchedStudy:
     @torch.no_grad()
     def evaluate(self) -> torch.Tensor:
         """Mean sampled reward on every prompt, ``eval_samples`` each, common random numbers. (R,)"""
-        cfg, R = self.cfg, len(self.specs)
+        return self.evaluate_detail()["reward"]
+
+    @torch.no_grad()
+    def evaluate_detail(self) -> dict[str, torch.Tensor]:
+        """The evaluation of ``evaluate``, split by position kind. Each value (R,):
+
+        ``reward``; ``fixed_ok``: fraction of responses with every fixed position right
+        (the competence the reward is gated on); ``fork_acc``: fraction of fork tokens
+        right (against ``task.fork_target`` of the response itself); ``entropy_fixed`` /
+        ``entropy_fork``: mean entropy of the policy's distribution at fixed / fork
+        positions along the sampled responses.
+        """
+        cfg, R, task = self.cfg, len(self.specs), self.task
         prompts = torch.arange(cfg.n_prompts).repeat(cfg.eval_samples).expand(R, -1)  # (R, P*k)
         gen = torch.Generator().manual_seed(12345)
-        responses, _ = pol.sample(self.params, prompts, gen)
-        rewards = self.task.score(prompts.reshape(-1), responses.reshape(-1, responses.shape[-1]))
-        return rewards.view(R, -1).mean(1)
+        responses, _, ent = pol.sample(self.params, prompts, gen, with_entropy=True)  # (R, N, L) x2
+        flat_p, flat_r = prompts.reshape(-1), responses.reshape(-1, responses.shape[-1])
+        rewards = task.score(flat_p, flat_r).view(R, -1)  # (R, N)
+        fixed_ok = ((flat_r == task.fixed_target[flat_p]) | task.is_fork).all(-1).view(R, -1)  # (R, N)
+        fork_ok = flat_r[:, task.fork_positions] == task.fork_target(flat_p, flat_r)  # (R*N, F)
+        fixed = ~task.is_fork  # (L,)
+        return {
+            "reward": rewards.mean(1),
+            "fixed_ok": fixed_ok.float().mean(1),
+            "fork_acc": fork_ok.view(R, -1).float().mean(1),
+            "entropy_fixed": ent[..., fixed].mean((1, 2)) if bool(fixed.any()) else torch.zeros(R),
+            "entropy_fork": ent[..., task.is_fork].mean((1, 2)),
+        }
 
     def steps(self):
         """Yield ``(update_metrics, per_run_loss_metrics)`` after every optimizer update."""
