@@ -106,8 +106,8 @@ def main(argv=None) -> int:
         keep = m2po_keep_mask(lr, adv, mask, args.tau)
         masked = 100.0 * (1 - keep.float().mean().item())
         t_keep = timeit(lambda: m2po_keep_mask(lr, adv, mask, args.tau), args.repeats)
-        t_sort = timeit(lambda: torch.sort(cand_m2), args.repeats)
-        t_sort_all = timeit(lambda: torch.sort(all_m2), args.repeats)
+        t_sort = timeit(lambda: torch.sort(cand_m2, stable=True), args.repeats)
+        t_sort_all = timeit(lambda: torch.sort(all_m2, stable=True), args.repeats)
         m2 = lr.square()
         t_static = timeit(lambda: _masked_static(m2, cand, args.tau), args.repeats)
         t_greedy = timeit(lambda: greedy_loop(lr, adv, mask, args.tau), 1) if n <= 1e5 else math.nan

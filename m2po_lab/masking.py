@@ -59,7 +59,7 @@ def trust_region_candidates(log_ratio, adv, mask, region: str = "harmful") -> to
 def _sorted_candidates(m2: torch.Tensor, cand: torch.Tensor):
     """Candidate M2 values ascending, non-candidates as +inf at the end; their order; count."""
     flat = torch.where(cand, m2, torch.full_like(m2, math.inf)).reshape(-1)  # (N,)
-    sorted_m2, order = torch.sort(flat)  # (N,), (N,)
+    sorted_m2, order = torch.sort(flat, stable=True)  # (N,), (N,) ties keep row-major order
     return sorted_m2, order, cand.sum()
 
 
@@ -95,7 +95,7 @@ def _masked_compact(m2, cand, tau):
     values = m2[cand]  # (C,)
     if values.numel() == 0:
         return torch.zeros_like(cand), torch.tensor(math.inf, device=m2.device)
-    sorted_m2, order = torch.sort(values)  # (C,), (C,)
+    sorted_m2, order = torch.sort(values, stable=True)  # (C,), (C,) ties keep row-major order
     k, n_kept, threshold = _cut(sorted_m2, values.numel(), tau)
     masked_values = torch.zeros(values.shape, dtype=torch.bool, device=m2.device).scatter(0, order, k > n_kept)
     return torch.zeros_like(cand).masked_scatter(cand, masked_values), threshold
@@ -109,7 +109,9 @@ def m2po_mask(log_ratio, adv, mask, tau: float = 0.04, region: str = "harmful") 
     first k candidates never decreases with k, so the greedy loop stops at the largest
     k whose prefix mean is <= tau and masks the rest. This function finds that k from
     one ``torch.sort`` and one ``torch.cumsum``. Ties at the cut: the number masked is
-    Algorithm 1's and every masked token's M2 is >= every kept candidate's.
+    Algorithm 1's and every masked token's M2 is >= every kept candidate's; among
+    candidates with equal M2 the later one in row-major order is masked first (a stable
+    sort, so both paths below break ties the same way).
 
     Two equivalent paths: called directly, it sorts the candidates only, reading one
     number (their count) from the device; under ``torch.func`` transforms (``vmap``) it

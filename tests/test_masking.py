@@ -165,3 +165,22 @@ def test_static_path_under_vmap_equals_compact_path(batch):
     keep, threshold = torch.func.vmap(lambda l, a: tuple(m2po_mask(l, a, mask, tau, region)[::3]))(lr[None], adv_bt[None])
     assert torch.equal(keep[0], direct.keep)
     assert torch.equal(threshold[0], direct.threshold) or (threshold[0].isinf() and direct.threshold.isinf())
+
+
+def test_ties_at_the_cut_break_the_same_way_on_both_paths():
+    """Two candidates with M2 0.25 and six with 0 (tau 0.04): exactly one of the tied pair is
+    masked, the later one in row-major order, directly and under vmap. Hypothesis found this
+    case when the sort was not stable: the two paths masked different tokens."""
+    lr = torch.zeros(4, 8)
+    lr[1, 7] = lr[2, 2] = 0.5
+    mask = torch.zeros(4, 8, dtype=torch.bool)
+    mask[1, 3:] = True
+    mask[2, 1:3] = True
+    mask[3, 7] = True
+    adv = torch.full((4, 8), -1.0)
+    direct = m2po_mask(lr, adv, mask, 0.04, "all")
+    keep = torch.func.vmap(lambda l, a: m2po_mask(l, a, mask, 0.04, "all").keep)(lr[None], adv[None])[0]
+    expected = mask.clone()
+    expected[2, 2] = False  # (1, 7) comes first in row-major order and is kept
+    assert torch.equal(direct.keep, expected)
+    assert torch.equal(keep, expected)
