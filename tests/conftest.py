@@ -1,5 +1,16 @@
+import os
+
 import pytest
 import torch
+
+try:  # the property tests' example search: the same examples on every run unless asked otherwise
+    from hypothesis import settings
+
+    settings.register_profile("deterministic", derandomize=True)
+    settings.register_profile("explore", derandomize=False)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
+except ImportError:  # the verl CI venv installs pytest only
+    pass
 
 
 def pytest_collection_modifyitems(config, items):
