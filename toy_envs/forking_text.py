@@ -117,9 +117,13 @@ class ForkingTextTask:
         prev = torch.cat([bos, responses[:, :-1]], dim=1)[:, self.fork_positions]  # (n, F)
         return (base + prev) % self.vocab_size  # (n, F)
 
+    def fixed_ok(self, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+        """Whether every fixed position of each response is right. (...,), (..., L) -> (...,) bool."""
+        return ((responses == self.fixed_target[prompts]) | self.is_fork).all(dim=-1)
+
     def score(self, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         """Verifiable reward of each response. prompts (n,) long, responses (n, L) long -> (n,) float."""
-        fixed_ok = ((responses == self.fixed_target[prompts]) | self.is_fork).all(dim=1)  # (n,)
+        fixed_ok = self.fixed_ok(prompts, responses)  # (n,)
         fork_right = responses[:, self.fork_positions] == self.fork_target(prompts, responses)  # (n, F)
         if self.cfg.reward == "binary":
             return (fixed_ok & fork_right.all(dim=1)).float()  # (n,)

@@ -161,11 +161,10 @@ class BatchedStudy:
         self.opt.step()
         self.update += 1
         log_ratio = log_ratio.detach()
-        task = self.task
-        fixed_ok = ((responses == task.fixed_target[mb["prompts"]]) | task.is_fork).all(-1)  # (R, n)
         out = {
             "reward": mb["rewards"].mean(1),
-            "data/fixed_ok": fixed_ok.float().mean(1),  # what the (stale) batch shows of fixed positions
+            # what the (stale) batch shows of the fixed positions, against eval/fixed_ok (the policy now)
+            "data/fixed_ok": self.task.fixed_ok(mb["prompts"], responses).float().mean(1),
             "m2": log_ratio.square().mean((1, 2)),
             "entropy": ent.detach().mean((1, 2)),
             "grad_norm": grad_norm,
@@ -197,7 +196,7 @@ class BatchedStudy:
         responses, _, ent = pol.sample(self.params, prompts, gen, with_entropy=True)  # (R, N, L) x2
         flat_p, flat_r = prompts.reshape(-1), responses.reshape(-1, responses.shape[-1])
         rewards = task.score(flat_p, flat_r).view(R, -1)  # (R, N)
-        fixed_ok = ((flat_r == task.fixed_target[flat_p]) | task.is_fork).all(-1).view(R, -1)  # (R, N)
+        fixed_ok = task.fixed_ok(flat_p, flat_r).view(R, -1)  # (R, N)
         fork_ok = flat_r[:, task.fork_positions] == task.fork_target(flat_p, flat_r)  # (R*N, F)
         fixed = ~task.is_fork  # (L,)
         return {
