@@ -71,7 +71,7 @@ def _step_reward(env: ForkingTextEnv, prompt: int, response: list[int]) -> float
     length=st.integers(1, 6),
     vocab=st.integers(2, 4),
     forks_frac=st.floats(0, 1),
-    reward=st.sampled_from(["graded", "binary"]),
+    reward=st.sampled_from(["graded", "binary", "partial"]),
     chained=st.booleans(),
     seed=st.integers(0, 1000),
 )
@@ -125,6 +125,10 @@ def test_forking_score_hand_computed():
     binary = ForkingTextTask(ForkingTextConfig(n_prompts=1, length=4, vocab_size=5, fork_positions=(1, 2), n_forks=2,
                                                chained=True, reward="binary"))
     assert binary.score(p, good).item() == 1.0 and binary.score(p, half).item() == 0.0
+    partial = ForkingTextTask(ForkingTextConfig(n_prompts=1, length=4, vocab_size=5, fork_positions=(1, 2), n_forks=2,
+                                                chained=True, reward="partial"))
+    assert partial.score(p, good).item() == 1.0 and partial.score(p, half).item() == 0.0  # every fork must be right
+    assert partial.score(p, bad_fixed).item() == pytest.approx(0.5**4)  # 1 of 2 fixed positions right
 
 
 # ---------------------------------------------------------------- determinism and config checks
@@ -158,7 +162,7 @@ def test_same_seed_same_samples():
         ({"n_forks": 0}, r"n_forks must be an integer in \[1, 12\]"),
         ({"vocab_size": 1}, r"vocab_size must be an integer >= 2"),
         ({"length": 0}, r"length must be an integer >= 1"),
-        ({"reward": "dense"}, r"reward='dense' is not accepted; accepted values: \['binary', 'graded'\]"),
+        ({"reward": "dense"}, r"reward='dense' is not accepted; accepted values: \['binary', 'graded', 'partial'\]"),
         ({"fork_positions": (1, 1, 2)}, r"fork_positions must be \(\) or 3 \(n_forks\) distinct integers"),
         ({"fork_positions": (1, 2, 12)}, r"fork_positions must be .* in \[0, 12\)"),
     ],

@@ -20,7 +20,11 @@ Correct fork token (``j``-th fork at position ``f_j``):
 Reward (verifiable, given once at the end of the response):
 
 - ``reward="graded"``: ``(all fixed positions right) * (fraction of forks right)``;
-- ``reward="binary"``: ``1`` iff every position is right.
+- ``reward="binary"``: ``1`` iff every position is right;
+- ``reward="partial"``: ``(all forks right) * (fraction of fixed positions right) ** 4``:
+  a fixed-position error costs part of the reward instead of all of it, so a response
+  with an error can still beat its group (A > 0). docs/study.md, "The partial preset",
+  shows what that does to importance sampling under stale data.
 
 Two ways in, same rewards (a test says so): the gymnasium step API
 (``ForkingTextEnv``, one token per step) and the batch path on torch tensors
@@ -35,7 +39,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from .bandit import REWARD_MODES, check_choice, check_int
+from .bandit import check_choice, check_int
+
+REWARD_MODES = ("binary", "graded", "partial")
+PARTIAL_POWER = 4
+"""``reward="partial"``: the exponent on the fraction of fixed positions right."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,8 @@ class ForkingTextConfig:
     fork_positions: tuple[int, ...] = ()
     """Explicit fork positions (len n_forks, distinct, in [0, length)); () draws them from seed."""
     reward: str = "graded"
-    """"graded" (all fixed right x fraction of forks right) or "binary" (all right)."""
+    """"graded" (all fixed right x fraction of forks right), "binary" (all right) or "partial"
+    (all forks right x fraction of fixed positions right ** 4)."""
     chained: bool = False
     """If True a fork's correct token also depends on the token just before it."""
     seed: int = 0
@@ -125,6 +134,10 @@ class ForkingTextTask:
         """Verifiable reward of each response. prompts (n,) long, responses (n, L) long -> (n,) float."""
         fixed_ok = self.fixed_ok(prompts, responses)  # (n,)
         fork_right = responses[:, self.fork_positions] == self.fork_target(prompts, responses)  # (n, F)
+        if self.cfg.reward == "partial":
+            fixed = ~self.is_fork  # (L,)
+            frac = ((responses == self.fixed_target[prompts]) & fixed).sum(dim=1) / fixed.sum().clamp(min=1)  # (n,)
+            return fork_right.all(dim=1).float() * frac.float() ** PARTIAL_POWER  # (n,)
         if self.cfg.reward == "binary":
             return (fixed_ok & fork_right.all(dim=1)).float()  # (n,)
         return fixed_ok.float() * fork_right.float().mean(dim=1)  # (n,)

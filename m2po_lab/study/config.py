@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from .._checks import check_choice, check_nonnegative_int, check_positive
 from ..aggregation import AGG_MODES
+from toy_envs.forking_text import REWARD_MODES as FORK_REWARDS
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class StudyConfig:
     n_forks: int = 3
     """Forking-text task: forking positions."""
     reward: str = "graded"
-    """Forking-text task: "graded" or "binary"."""
+    """Forking-text task: "graded", "binary" or "partial" (``toy_envs.forking_text``)."""
     task_seed: int = 0
     """Seed of the task tables (same for every run)."""
     hidden: int = 64
@@ -98,7 +99,7 @@ class StudyConfig:
                 f"{self.updates_per_step} (each mini-batch holds whole groups)"
             )
         check_choice("agg_mode", self.agg_mode, AGG_MODES)
-        check_choice("reward", self.reward, ("graded", "binary"))
+        check_choice("reward", self.reward, FORK_REWARDS)
         check_positive("lr", self.lr)
         check_positive("tau", self.tau)
         check_nonnegative_int("checkpoint_every", self.checkpoint_every)
@@ -123,6 +124,10 @@ PRESETS: dict[str, StudyConfig] = {
     # forks learn fast from stale batches while the damage this does to fixed positions is
     # invisible in them (docs/study.md, "The erosion preset").
     "erosion": StudyConfig(methods=("grpo", "no_tr", "m2po", "gspo"), staleness=(0, 256), reward="binary", lr=2e-3),
+    # Partial credit for fixed positions: a response with an error can beat its group, so
+    # stale samples of errors the policy now makes often get A > 0 and r >> 1 -- the tokens
+    # M2PO masks (docs/study.md, "The partial preset").
+    "partial": StudyConfig(staleness=(0, 256), reward="partial", lr=2e-3),
     "quick": StudyConfig(
         methods=("grpo", "m2po"), staleness=(0, 8), seeds=(0,), updates=40, eval_every=10, hist_every=20,
         checkpoint_every=20, warm_start_steps=300, n_prompts=16, prompts_per_step=16,
