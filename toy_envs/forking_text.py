@@ -132,12 +132,12 @@ class ForkingTextTask:
 
     def score(self, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         """Verifiable reward of each response. prompts (n,) long, responses (n, L) long -> (n,) float."""
-        fixed_ok = self.fixed_ok(prompts, responses)  # (n,)
         fork_right = responses[:, self.fork_positions] == self.fork_target(prompts, responses)  # (n, F)
         if self.cfg.reward == "partial":
             fixed = ~self.is_fork  # (L,)
             frac = ((responses == self.fixed_target[prompts]) & fixed).sum(dim=1) / fixed.sum().clamp(min=1)  # (n,)
             return fork_right.all(dim=1).float() * frac.float() ** PARTIAL_POWER  # (n,)
+        fixed_ok = self.fixed_ok(prompts, responses)  # (n,)
         if self.cfg.reward == "binary":
             return (fixed_ok & fork_right.all(dim=1)).float()  # (n,)
         return fixed_ok.float() * fork_right.float().mean(dim=1)  # (n,)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from toy_envs.forking_text import REWARD_MODES as FORK_REWARDS
+
 from .._checks import check_choice, check_nonnegative_int, check_positive
 from ..aggregation import AGG_MODES
-from toy_envs.forking_text import REWARD_MODES as FORK_REWARDS
 
 
 @dataclass(frozen=True)
