@@ -168,7 +168,7 @@ def test_evaluate_detail_matches_a_by_hand_count(one_thread):
     detail = study.evaluate_detail()
     task, R = study.task, 2
     prompts = torch.arange(cfg.n_prompts).repeat(cfg.eval_samples).expand(R, -1)
-    responses, _ = pol.sample(study.params, prompts, torch.Generator().manual_seed(12345))
+    responses, _ = pol.sample(study.params, prompts, pol.run_generators([runner_mod.EVAL_SEED] * R))
     ent = pol.entropy(study.params, prompts, responses).detach()
     for r in range(R):
         resp, p = responses[r], prompts[r]
@@ -183,6 +183,20 @@ def test_evaluate_detail_matches_a_by_hand_count(one_thread):
     assert torch.equal(detail["reward"], study.evaluate())
     assert detail["fixed_ok"][0] != detail["fixed_ok"][1]  # the two runs differ, so a run mix-up would fail
     assert 0 < detail["fixed_ok"].min() and detail["reward"].max() > 0  # a warm start that did something
+
+
+def test_a_runs_evaluation_does_not_depend_on_the_other_runs(one_thread):
+    """The same policy evaluates to the same numbers alone and as one run of a bigger study."""
+    kw = dict(warm_start_steps=20, n_prompts=8, prompts_per_step=8)
+    big = runner_mod.BatchedStudy(get_preset("quick", methods=("grpo", "m2po"), staleness=(0, 8), seeds=(0, 1), **kw))
+    small = runner_mod.BatchedStudy(get_preset("quick", methods=("grpo",), staleness=(0,), seeds=(1,), **kw))
+    i = next(j for j, spec in enumerate(big.specs) if spec.method == "m2po" and spec.staleness == 8 and spec.seed == 1)
+    with torch.no_grad():
+        for k in small.params:
+            small.params[k].copy_(big.params[k][i : i + 1])
+    got, want = small.evaluate_detail(), big.evaluate_detail()
+    for k in want:
+        assert torch.equal(got[k][0], want[k][i]), k
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -24,6 +24,8 @@ from ..aggregation import aggregate
 from ..losses import LossConfig, get_loss
 from .config import StudyConfig
 
+EVAL_SEED = 12345
+"""Seed of the evaluation's sampling, the same for every run (common random numbers)."""
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,12 @@ class BatchedStudy:
 
     @torch.no_grad()
     def evaluate(self) -> torch.Tensor:
-        """Mean sampled reward on every prompt, ``eval_samples`` each, common random numbers. (R,)"""
+        """Mean sampled reward on every prompt, ``eval_samples`` each. (R,)
+
+        Common random numbers: every run, at every evaluation, samples with the same
+        uniforms (``EVAL_SEED``), so a run's evaluation does not depend on the other runs
+        of the study, and differences between runs are differences between policies.
+        """
         return self.evaluate_detail()["reward"]
 
     @torch.no_grad()
@@ -192,8 +199,10 @@ class BatchedStudy:
         """
         cfg, R, task = self.cfg, len(self.specs), self.task
         prompts = torch.arange(cfg.n_prompts).repeat(cfg.eval_samples).expand(R, -1)  # (R, P*k)
-        gen = torch.Generator().manual_seed(12345)
-        responses, _, ent = pol.sample(self.params, prompts, gen, with_entropy=True)  # (R, N, L) x2
+        # one generator per run, all seeded alike: every run draws the same numbers, at every
+        # evaluation and whichever other runs share the study
+        gens = pol.run_generators([EVAL_SEED] * R)
+        responses, _, ent = pol.sample(self.params, prompts, gens, with_entropy=True)  # (R, N, L) x2
         flat_p, flat_r = prompts.reshape(-1), responses.reshape(-1, responses.shape[-1])
         rewards = task.score(flat_p, flat_r).view(R, -1)  # (R, N)
         fixed_ok = task.fixed_ok(flat_p, flat_r).view(R, -1)  # (R, N)
