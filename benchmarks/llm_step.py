@@ -57,7 +57,7 @@ def main() -> None:
         times = {v: [] for v in VARIANTS}
         for rep in range(args.repeats + 1):  # first round = warm-up, discarded
             for loss, scope in VARIANTS:
-                cfg = TrainConfig(**{**base.to_dict(), "loss": loss, "mask_scope": scope})
+                cfg = TrainConfig(**{**base.to_dict(), "method": loss, "mask_scope": scope})
                 model.load_state_dict(state)
                 opt = torch.optim.AdamW(model.parameters(), lr=1e-9)
                 t0 = time.perf_counter()

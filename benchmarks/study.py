@@ -37,12 +37,12 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", type=int, default=260, help="updates to run before timing")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    base = get_preset("paper", warm_start_steps=20, updates=args.skip + args.updates)
+    base = get_preset("default", warm_start_steps=20, updates=args.skip + args.updates)
     specs = run_specs(base)[: args.runs]
     batched = _time(base, args.skip, args.updates) * args.runs / len(specs)
     alone = 0.0
     for spec in specs[:3]:  # three single runs, extrapolated to --runs
-        one = get_preset("paper", methods=(spec.method,), staleness=(spec.staleness,), seeds=(spec.seed,),
+        one = get_preset("default", methods=(spec.method,), staleness=(spec.staleness,), seeds=(spec.seed,),
                          warm_start_steps=20, updates=args.skip + args.updates)
         alone += _time(one, args.skip, args.updates)
     alone *= args.runs / 3
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     print(f"{'mode':>10} {'wall (s)':>9} {'run-updates/s':>14}")
     print(f"{'batched':>10} {batched:>9.2f} {run_updates / batched:>14.0f}")
     print(f"{'one-by-one':>10} {alone:>9.2f} {run_updates / alone:>14.0f}")
-    default = get_preset("paper")
+    default = get_preset("default")
     print(f"speed-up of batching: {alone / batched:.1f}x; the default study is {default.updates} updates x "
           f"{len(run_specs(default))} runs = {default.updates * len(run_specs(default))} run-updates")
     return 0

@@ -1,82 +1,122 @@
-"""The LLM trainer's run directory (docs/run_format.md) and its per-update rows.
+"""The LLM trainer's run directory (docs/run_format.md), through ``m2po_lab.rundir``, and its per-update rows.
 
-``config.json`` (the TrainConfig fields + ``"kind": "llm"``, ``"start"``: the accuracies before RL
-and ``"summary"``: the final figures, once done),
-``metrics.jsonl`` (one line per update, flushed), ``checkpoint.pt`` (atomic). On resume
-metrics.jsonl is cut back to the checkpoint's update, so no line is duplicated or torn.
+``config.json``: ``{"format", "kind": "llm", "config": TrainConfig fields, "environment",
+"start": accuracies before RL (None until measured), "summary": final figures once done}``;
+``metrics.jsonl`` (one line per update); ``checkpoint.pt`` (at rollout-step boundaries);
+``model/`` (the tiny model's RL start). One process writes a run at a time (``.lock``).
 """
 
 from __future__ import annotations
 
-import json
+import warnings
 from pathlib import Path
 
 import torch
 
-from m2po_lab.runlog import atomic_torch_save, atomic_write_text, json_number, log_ratio_histograms, read_metrics
-
-CHECKPOINT = "checkpoint.pt"
+from m2po_lab import rundir as rd
+from m2po_lab.histograms import log_ratio_histograms
 
 
 class RunDir:
-    """Owns OUT: config check, metrics file, checkpoint."""
+    """Owns OUT while a run trains: its lock, config document, metrics writer and checkpoint.
 
-    def __init__(self, out, cfg_dict: dict, resume: bool):
+    ``resume=False`` needs a new or empty OUT; ``resume=True`` an unfinished run. Use as a
+    context manager: the lock is held from ``__enter__`` to ``__exit__``.
+    """
+
+    def __init__(self, out, cfg_dict: dict, resume: bool, device: str = "cpu"):
         self.out = Path(out)
-        cfg_path = self.out / "config.json"
-        if resume:
-            if not cfg_path.exists():
-                raise ValueError(f"resume: {str(self.out)!r} holds no run (no config.json)")
-            self.meta = json.loads(cfg_path.read_text())
-            self._fields = [k for k in self.meta if k not in ("kind", "start", "summary")]
-        else:
-            if self.out.exists() and any(self.out.iterdir()):
-                raise ValueError(f"out: {str(self.out)!r} is not empty; choose a new directory or --resume it")
-            self.out.mkdir(parents=True, exist_ok=True)
-            self.meta = {"kind": "llm", **cfg_dict, "start": None}
-            self._fields = list(cfg_dict)
-            self.write_meta()
-        self._file = None
+        self._resume, self._cfg, self._device = resume, cfg_dict, device
+        self._lock = rd.DirLock(self.out)
+        self._writer = None
+        self.meta: dict = {}
+
+    def __enter__(self) -> "RunDir":
+        check_out(self.out, self._resume)  # before anything is written
+        try:
+            self._lock.__enter__()
+        except OSError as e:
+            raise rd.RunDirError(f"out: cannot write {str(self.out)!r}: {e.strerror}") from None
+        try:
+            check_out(self.out, self._resume)  # again, under the lock
+            env = rd.environment(self._device)
+            if self._resume:
+                self.meta = read_run(self.out)
+                changes = rd.environment_changes(self.meta.get("environment"), env)
+                if changes and (self.out / rd.CHECKPOINT).exists():
+                    warnings.warn(f"resuming {str(self.out)!r} in a different environment ({'; '.join(changes)}): "
+                                  "the result may differ from an uninterrupted run", RuntimeWarning, stacklevel=2)
+            else:
+                self.meta = {"format": rd.FORMAT, "kind": "llm", "config": self._cfg, "environment": env,
+                             "start": None}
+                self.write_meta()
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._lock.__exit__(*exc)
 
     @property
     def config(self) -> dict:
         """The TrainConfig fields as saved."""
-        return {k: self.meta[k] for k in self._fields}
+        return self.meta["config"]
 
     def write_meta(self) -> None:
-        atomic_write_text(self.out / "config.json", json.dumps(self.meta, indent=2))
+        rd.write_json(self.out / rd.CONFIG, self.meta)
 
     def load_checkpoint(self) -> dict | None:
-        path = self.out / CHECKPOINT
-        return torch.load(path, weights_only=True, map_location="cpu") if path.exists() else None
+        return rd.load_checkpoint(self.out)
 
     def save_checkpoint(self, state: dict) -> None:
-        if self._file is not None:
-            self._file.flush()  # every line up to the checkpoint is on disk first
-        atomic_torch_save(state, self.out / CHECKPOINT)
+        self._writer.sync()  # every line up to the checkpoint is on disk first
+        rd.save_checkpoint(self.out, state)
 
     def open_metrics(self, update: int) -> None:
-        """Keep the complete lines with update < ``update``, then append."""
-        path = self.out / "metrics.jsonl"
-        kept = read_metrics(path, before=update)
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-        self._file = open(path, "a")
+        """Check metrics.jsonl against the checkpoint's ``update`` (no gap), cut it there, append."""
+        self._writer = rd.MetricsWriter(self.out / rd.METRICS, start=update)
 
     def write(self, row: dict) -> None:
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
+        self._writer.write(row)
 
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+    def finish(self, summary: dict) -> None:
+        """Mark the run finished (``summary`` in config.json), then drop the checkpoint."""
+        self._writer.close()
+        self.meta["summary"] = summary
+        self.write_meta()
+        rd.remove_checkpoint(self.out)
+
+
+def check_out(out: Path, resume: bool) -> None:
+    """``RunDirError`` unless ``out`` can take a new run (``resume`` False) or holds an unfinished one."""
+    if out.exists() and not out.is_dir():
+        raise rd.RunDirError(f"out: {str(out)!r} is a file, not a directory")
+    if not resume:
+        if out.exists() and any(p.name != rd.LOCK for p in out.iterdir()):
+            raise rd.RunDirError(f"out: {str(out)!r} is not empty; choose a new directory or --resume it")
+        return
+    meta = read_run(out)
+    if "summary" in meta:
+        raise rd.RunDirError(f"resume: the run in {str(out)!r} has finished ({meta['summary'].get('updates')} updates)")
+
+
+def read_run(out) -> dict:
+    """The config document of the LLM run in ``out`` (checked)."""
+    out = Path(out)
+    if not (out / rd.CONFIG).exists():
+        raise rd.RunDirError(f"resume: {str(out)!r} holds no run (no config.json)")
+    return rd.read_config(out, "llm")
 
 
 def to_row(scalars: dict[str, torch.Tensor]) -> dict:
     """0-d tensors -> JSON numbers with ONE host sync (inf / nan -> null)."""
     keys = sorted(scalars)
     values = torch.stack([scalars[k].detach().float().cpu() for k in keys]).tolist() if keys else []
-    return {k: json_number(v) for k, v in zip(keys, values)}
+    return {k: rd.json_number(v) for k, v in zip(keys, values)}
 
 
 def histograms(log_ratio: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor) -> dict:

@@ -152,7 +152,7 @@ def mark_answers(pairs: list[tuple[str, str]], frac: float, generator: torch.Gen
     """Write each answer as `#### <answer>` with probability `frac` (one draw per pair from `generator`).
 
     The tiny-arith warm start uses it to imitate a teacher that uses the marked format
-    only some of the time (see `TrainConfig.sft_marked_frac`). `frac` 0 draws nothing.
+    only some of the time (see `TrainConfig.warm_start_marked_frac`). `frac` 0 draws nothing.
     """
     if not 0.0 <= frac <= 1.0:
         raise ValueError(f"frac must be in [0, 1], got {frac!r}")

@@ -27,14 +27,15 @@ from pathlib import Path
 import torch
 
 from m2po_lab.aggregation import aggregate
-from m2po_lab.losses import LossConfig, batch_state, get_loss, slice_state
+from m2po_lab import rundir as rd
+from m2po_lab.losses import batch_state, get_loss, slice_state
 from m2po_lab.metrics import masked_mean
 from m2po_lab.staleness import StaleQueue
 
 from .config import TrainConfig
 from .models import build_tiny_model, load_model_and_tokenizer
 from .rollout import batch_bytes, encode_prompts, format_prompt, load_tasks, logp_and_entropy, model_context, rollout
-from .run_dir import RunDir, histograms, to_row, zeroed_examples
+from .run_dir import RunDir, check_out, histograms, read_run, to_row, zeroed_examples
 from .sft import complete, score_texts, sft_warm_start
 from .tasks import get_reward, reward
 
@@ -55,28 +56,46 @@ def _step_generator(seed: int, step: int, call: int) -> torch.Generator:
 def load_policy(cfg: TrainConfig, run: RunDir | None, task, device):
     """The policy and tokenizer: ``cfg.model`` (run None: before OUT is touched), or the tiny model in OUT/model.
 
-    The tiny model is built and SFT-warm-started once (then saved as the RL start);
-    returns (model, tokenizer, SFT report -- {} unless the warm start ran now).
+    The tiny model is built and warm-started once (then saved as the RL start);
+    returns (model, tokenizer, warm-start report -- {} unless the warm start ran now).
     """
     sft = {}
     if cfg.model is not None:
-        try:
-            model, tok = load_model_and_tokenizer(cfg.model, device=device)
-        except (FileNotFoundError, OSError) as err:
-            raise ValueError(f"model: {err}") from err
+        model, tok = _load(cfg.model, device, "model")
     else:
         path = run.out / "model"
-        if run.meta.get("start") is None:  # fresh (or interrupted before RL began): build + SFT
+        if run.meta.get("start") is None:  # fresh (or interrupted before RL began): build + warm start
             build_tiny_model(path, seed=cfg.seed)
-        model, tok = load_model_and_tokenizer(path, device=device, local_files_only=True)
-        if run.meta.get("start") is None and cfg.sft_steps:
-            sft = sft_warm_start(model, tok, task, steps=cfg.sft_steps, lr=cfg.sft_lr, seed=cfg.seed, eval_size=0,
-                                 marked_frac=cfg.sft_marked_frac)
+        elif not (path / "config.json").exists():
+            raise rd.RunDirError(f"resume: {str(path)!r} is missing: the run's policy (its RL start) is gone; "
+                                 "start the run again in a new directory")
+        model, tok = _load(path, device, "resume", local_files_only=True)
+        if run.meta.get("start") is None and cfg.warm_start_steps:
+            sft = sft_warm_start(model, tok, task, steps=cfg.warm_start_steps, lr=cfg.warm_start_lr, seed=cfg.seed,
+                                 eval_size=0, marked_frac=cfg.warm_start_marked_frac)
             sft = {k: v for k, v in sft.items() if k != "sft/losses"}
             model.save_pretrained(str(path))  # the RL start on disk
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model, tok, sft
+
+
+def _load(path, device, what: str, local_files_only: bool = False):
+    """``load_model_and_tokenizer`` with a one-line ValueError naming ``what`` for a missing or damaged model."""
+    p = Path(str(path)).expanduser()
+    if p.is_dir() and not (p / "config.json").exists():
+        raise ValueError(f"{what}: {str(path)!r} has no config.json: not a Hugging Face model directory "
+                         "(save one with model.save_pretrained)")
+    try:
+        return load_model_and_tokenizer(path, device=device, local_files_only=local_files_only)
+    except Exception as err:  # noqa: BLE001 - a local model's files are user data: any failure is a damaged file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if p.is_dir():
+            raise ValueError(f"{what}: the model in {str(path)!r} cannot be loaded ({type(err).__name__}: "
+                             f"{first}); a weights file may be truncated or damaged") from err
+        if isinstance(err, (OSError, ValueError)):
+            raise ValueError(f"{what}: {first}") from err
+        raise
 
 
 def check_prompts(tok, model, cfg: TrainConfig, task, eval_set) -> None:
@@ -127,7 +146,7 @@ def train_minibatch(model, optimizer, batch: dict, rows: slice, cfg: TrainConfig
     Returns (scalars: dict of 0-d tensors, tensors: full-mini-batch logp/entropy/zeroed for logging).
     """
     device = next(model.parameters()).device
-    loss_fn, lcfg = get_loss(cfg.loss), LossConfig(eps_low=cfg.eps, eps_high=cfg.eps, tau=cfg.tau)
+    loss_fn, lcfg = get_loss(cfg.method), cfg.loss
     mask_cpu = batch["mask"][rows]  # (b, R)
     R = int(mask_cpu.any(0).nonzero().max()) + 1 if mask_cpu.any() else 1  # trim shared padding (CPU)
     P = batch["response_start"]
@@ -142,7 +161,7 @@ def train_minibatch(model, optimizer, batch: dict, rows: slice, cfg: TrainConfig
     if cfg.mask_scope == "minibatch" and has_state and len(micro) > 1:
         with torch.no_grad(), autocast():  # the extra cost of deciding over the whole mini-batch
             logp_all = torch.cat([logp_and_entropy(model, ids[m], attn[m], P, cfg.temperature)[0] for m in micro])
-        state = batch_state(cfg.loss, logp_all, old_logp, adv, mask, lcfg)
+        state = batch_state(cfg.method, logp_all, old_logp, adv, mask, lcfg)
     optimizer.zero_grad(set_to_none=True)
     loss_sum, per_micro, weights, logps, ents, zeroed = 0.0, [], [], [], [], []
     for m in micro:
@@ -151,7 +170,7 @@ def train_minibatch(model, optimizer, batch: dict, rows: slice, cfg: TrainConfig
         if state is not None:
             st = slice_state(state, m)
         elif cfg.mask_scope == "minibatch" and has_state:  # one micro-batch: it is the mini-batch
-            st = batch_state(cfg.loss, logp.detach(), old_logp[m], adv[m], mask[m], lcfg)
+            st = batch_state(cfg.method, logp.detach(), old_logp[m], adv[m], mask[m], lcfg)
         else:
             st = {}  # microbatch scope: the loss decides on this micro-batch (released code)
         per_token_loss, metrics = loss_fn(logp, old_logp[m], adv[m], mask[m], cfg=lcfg, **st)
@@ -187,51 +206,61 @@ def train_minibatch(model, optimizer, batch: dict, rows: slice, cfg: TrainConfig
 
 
 def train(cfg: TrainConfig, out_dir, *, resume: bool = False, progress: bool = True) -> dict:
-    """Run (or resume) one RL run into ``out_dir`` (docs/run_format.md); returns the summary."""
+    """Run (or resume) one RL run into ``out_dir`` (docs/run_format.md); returns the summary.
+
+    Everything that can be checked is checked before OUT is written: the config, the
+    device, the data, the model (when ``cfg.model`` is given) and the prompt lengths.
+    """
     torch.set_num_threads(cfg.threads)
     device = _device(cfg.device)
+    check_out(Path(out_dir), resume)  # a wrong OUT fails before any model is loaded
     use_bf16 = cfg.bf16 and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
     task, eval_set = load_tasks(cfg)  # bad data / model / prompt lengths fail before OUT is written
     loaded = load_policy(cfg, None, task, device) if cfg.model is not None else None
     if loaded is not None:
         check_prompts(loaded[1], loaded[0], cfg, task, eval_set)
-    run = RunDir(out_dir, cfg.to_dict(), resume)
-    model, tok, sft = loaded if loaded is not None else load_policy(cfg, run, task, device)
-    if run.meta.get("start") is None:
-        run.meta["start"] = {**sft, **evaluate(model, tok, cfg, eval_set, autocast)}
-        run.write_meta()
+    with RunDir(out_dir, cfg.to_dict(), resume, device=str(device)) as run:
+        model, tok, sft = loaded if loaded is not None else load_policy(cfg, run, task, device)
+        if run.meta.get("start") is None:
+            run.meta["start"] = {**sft, **evaluate(model, tok, cfg, eval_set, autocast)}
+            run.write_meta()
+        return _rl(cfg, run, model, tok, task, eval_set, autocast, progress)
+
+
+def _rl(cfg: TrainConfig, run: RunDir, model, tok, task, eval_set, autocast, progress: bool) -> dict:
+    """The RL loop: rollout steps through the stale queue, U updates each, one metrics line per update."""
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     U = cfg.updates_per_step
     queue: StaleQueue[dict] = StaleQueue(cfg.staleness // U)  # in rollout steps of U updates
     zero = torch.zeros(1, 1)
-    has_state = bool(batch_state(cfg.loss, zero, zero, torch.zeros(1), zero.bool()))
-    update = 0
-    ckpt = run.load_checkpoint() if resume else None
+    has_state = bool(batch_state(cfg.method, zero, zero, torch.zeros(1), zero.bool()))
+    update, wall_before = 0, 0.0
+    ckpt = run.load_checkpoint()
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         queue.load_state_dict(ckpt["queue"])
         torch.set_rng_state(ckpt["rng"])
-        update = int(ckpt["update"])
+        update, wall_before = int(ckpt["update"]), float(ckpt.get("wall_s", 0.0))
     run.open_metrics(update)
     last_ckpt, mb = update, cfg.minibatch_size
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.total_updates, initial=update, desc=f"train-llm {cfg.loss} s={cfg.staleness}", unit="upd")
+        bar = tqdm(total=cfg.updates, initial=update, desc=f"train-llm {cfg.method} s={cfg.staleness}", unit="upd")
     t_start, last_eval, bytes_per_seq = time.time(), dict(run.meta["start"]), 0.0
     try:
-        while update < cfg.total_updates:
+        while update < cfg.updates:
             step, calls = update // U, itertools.count()
             stale = queue.next(update, lambda: rollout(model, tok, task, cfg, _step_generator(cfg.seed, step, next(calls)),
                                                        autocast))
             batch = stale.batch
             bytes_per_seq = batch_bytes(batch) / batch["mask"].shape[0]
             for j in range(U):
-                if update >= cfg.total_updates:
+                if update >= cfg.updates:
                     break
                 t0 = time.time()
                 rows = slice(j * mb, (j + 1) * mb)
@@ -242,9 +271,9 @@ def train(cfg: TrainConfig, out_dir, *, resume: bool = False, progress: bool = T
                                            tensors["log_ratio"])
                 if examples:
                     row["masked_tokens"] = examples
-                if update % cfg.hist_every == 0 or update == cfg.total_updates - 1:
+                if update % cfg.hist_every == 0 or update == cfg.updates - 1:
                     row.update(histograms(tensors["log_ratio"], tensors["entropy"], tensors["mask"]))
-                if (update + 1) % cfg.eval_every == 0 or update == cfg.total_updates - 1:
+                if (update + 1) % cfg.eval_every == 0 or update == cfg.updates - 1:
                     model.eval()
                     last_eval = evaluate(model, tok, cfg, eval_set, autocast)
                     model.train()
@@ -258,31 +287,27 @@ def train(cfg: TrainConfig, out_dir, *, resume: bool = False, progress: bool = T
                     bar.update(1)
                     bar.set_postfix(reward=f"{row['reward']:.3f}", m2=f"{row['m2']:.4f}",
                                     mask=f"{row['clip/frac']:.4f}")
-            if cfg.checkpoint_every and update - last_ckpt >= cfg.checkpoint_every and update < cfg.total_updates:
+            if cfg.checkpoint_every and update - last_ckpt >= cfg.checkpoint_every and update < cfg.updates:
                 run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                     "queue": queue.state_dict(), "rng": torch.get_rng_state(), "update": update})
+                                     "queue": queue.state_dict(), "rng": torch.get_rng_state(), "update": update,
+                                     "wall_s": wall_before + time.time() - t_start})
                 last_ckpt = update
     finally:
-        run.close()
         if bar is not None:
             bar.close()
-    summary = {"start": run.meta["start"], "final": last_eval, "wall_s": time.time() - t_start,
+    summary = {"start": run.meta["start"], "final": last_eval, "wall_s": wall_before + time.time() - t_start,
                "updates": update, "bytes_per_queued_seq": bytes_per_seq}
-    run.meta["summary"] = summary
-    run.write_meta()
-    (run.out / "checkpoint.pt").unlink(missing_ok=True)  # finished: nothing left to resume
+    run.finish(summary)
     return summary
 
 
 def resume(out_dir, progress: bool = True) -> dict:
-    """Continue the run in ``out_dir`` from its last checkpoint (same config)."""
-    cfg_path = Path(out_dir) / "config.json"
-    if not cfg_path.exists():
-        raise ValueError(f"resume: {str(out_dir)!r} holds no run (no config.json)")
-    import json
-
-    meta = json.loads(cfg_path.read_text())
+    """Continue the unfinished run in ``out_dir`` from its last checkpoint (same config)."""
+    meta = read_run(out_dir)
     if "summary" in meta:
-        raise ValueError(f"resume: the run in {str(out_dir)!r} has finished ({meta['summary']['updates']} updates)")
-    cfg = TrainConfig.from_dict({k: v for k, v in meta.items() if k not in ("kind", "start", "summary")})
+        raise rd.RunDirError(f"resume: the run in {str(out_dir)!r} has finished ({meta['summary'].get('updates')} updates)")
+    try:
+        cfg = TrainConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as err:
+        raise rd.RunDirError(f"resume: the config in {str(Path(out_dir) / rd.CONFIG)!r} is not valid ({err})") from None
     return train(cfg, out_dir, resume=True, progress=progress)

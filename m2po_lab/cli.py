@@ -21,11 +21,15 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     try:
         cfg = get_preset(args.preset, **dataclass_overrides(args, StudyConfig))
-    except ValueError as e:  # a bad option: say so, write nothing
+        summary = run_study(cfg, args.out, progress=not args.no_progress, threads=args.threads, force=args.force)
+    except ValueError as e:  # a bad option or an unusable --out (RunDirError): say so, write nothing
         print(f"m2po-lab study: error: {e}", file=sys.stderr)
         return 2
-    summary = run_study(cfg, args.out, progress=not args.no_progress, threads=args.threads)
-    print(f"wrote {args.out}/summary.json, report.md and figures/ ({summary['wall_s']:.0f} s)")
+    if summary.get("already_finished"):
+        print(f"{args.out} holds this study, finished ({summary['wall_s']:.0f} s); nothing to do. --force starts "
+              "it over; a new --out runs it elsewhere.")
+    else:
+        print(f"wrote {args.out}/summary.json, report.md and figures/ ({summary['wall_s']:.0f} s)")
     for c in summary["phenomena"]:
         mark = {True: "held", False: "NOT held", None: "n/a"}[c["held"]]
         print(f"  {mark:9s} {c['phenomenon']}")
@@ -33,10 +37,10 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_app(args: argparse.Namespace) -> int:
-    from .app_launcher import launch
+    from .explorer.launcher import launch
 
     try:
-        return launch(args.port, address=args.address, headless=args.headless)
+        return launch(args.port, address=args.address, headless=not args.open, runs_root=args.runs_root)
     except (FileNotFoundError, ModuleNotFoundError, ValueError) as e:
         print(f"m2po-lab app: error: {e}", file=sys.stderr)
         return 2
@@ -59,20 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the toy staleness study (methods x staleness x seeds, batched) and write its report",
         description="Train every (method, staleness, seed) run on the forking toy task at once and write "
         "metrics.jsonl per run, summary.json, report.md and figures to --out. Interrupted? Run the same "
-        "command again: it resumes from the last checkpoint.",
+        "command again: it resumes exactly from the last checkpoint. A finished study is left as it is "
+        "(--force starts over).",
     )
-    p.add_argument("--preset", default="paper", help=f"one of {sorted(PRESETS)} (default: paper)")
+    p.add_argument("--preset", default="default", help=f"one of {sorted(PRESETS)} (default: default)")
     p.add_argument("--out", default="runs/study", help="output directory (default: runs/study)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for tiny tensors)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="start over: remove the study already in --out first")
     add_dataclass_options(p, StudyConfig)
     p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("app", help="open the Streamlit explorer (binds to 127.0.0.1 unless --address)")
     p.add_argument("--port", type=int, default=None, help="port (default: streamlit's, 8501)")
     p.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--headless", action=argparse.BooleanOptionalAction, default=False,
-                   help="do not open a browser window")
+    p.add_argument("--open", action="store_true", help="also open a browser window (default: only print the URL)")
+    p.add_argument("--runs-root", default=None, metavar="DIR",
+                   help="the explorer reads run directories below DIR only (default: the current directory)")
     p.set_defaults(func=_cmd_app)
     from .llm.cli import add_train_llm_parser  # imports no transformers until the command runs
     add_train_llm_parser(sub)

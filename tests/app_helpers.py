@@ -21,3 +21,24 @@ def metric(at, label: str) -> str:
     values = [m.value for m in at.metric if m.label == label]
     assert len(values) == 1, [m.label for m in at.metric]
     return values[0]
+
+
+def write_run(path, rows, kind: str = "toy", method: str = "m2po", staleness: int = 4, seed: int = 0,
+              raw_tail: str = "", config: dict | None = None):
+    """A hand-written run directory in the current format (docs/run_format.md): config.json + metrics.jsonl."""
+    import json
+
+    from m2po_lab.rundir import FORMAT
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + raw_tail)
+    if config is None:
+        if kind == "llm":
+            config = {"format": FORMAT, "kind": "llm", "config": {"method": method, "staleness": staleness,
+                                                                  "seed": seed}, "start": None}
+        else:
+            config = {"format": FORMAT, "kind": kind, "method": method, "staleness": staleness, "seed": seed,
+                      "config": {}}
+    (path / "config.json").write_text(json.dumps(config))
+    return path

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from m2po_lab import app_launcher
+from m2po_lab.explorer import launcher as app_launcher
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
@@ -66,7 +66,8 @@ def server(tmp_path_factory):
     extra = ["--server.fileWatcherType", "none"]
     cmd = app_launcher.streamlit_command(port, "127.0.0.1", headless=True, extra_args=extra)
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+        env = {**os.environ, app_launcher.RUNS_ROOT_ENV: str(tmp_path_factory.getbasetemp())}  # the tests' dirs
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True, env=env)
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_until_serving(proc, url, log)

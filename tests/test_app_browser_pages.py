@@ -24,7 +24,9 @@ from test_app_browser import (  # noqa: E402, F401  (server, browser, page are f
     sync_api,
 )
 
-from m2po_lab import runs  # noqa: E402
+from app_helpers import write_run  # noqa: E402
+
+from m2po_lab import rundir as rd  # noqa: E402
 
 GRPO_CLIP = '[data-testid="stMetric"]:has-text("grpo clip/frac") [data-testid="stMetricValue"]'
 IMAGES = "n => document.querySelectorAll('[data-testid=\"stImage\"]').length >= n"
@@ -37,7 +39,7 @@ def _llm_run(path) -> None:
     rows = []
     for u in range(12):
         s = 0.02 * (1 + u)
-        row = {**{k: 0.0 for k in runs.REQUIRED_KEYS}, "update": u, "staleness": 8, "reward": 0.3 + 0.03 * u,
+        row = {**{k: 0.0 for k in rd.REQUIRED_KEYS}, "update": u, "staleness": 8, "reward": 0.3 + 0.03 * u,
                "clip/frac": 0.002 * u, "m2": s * s}
         row["is/log_ratio_quantiles"] = {"q": [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99],
                                          "v": [-2.3 * s, -1.6 * s, -0.7 * s, 0.0, 0.7 * s, 1.6 * s, 2.3 * s]}
@@ -48,9 +50,7 @@ def _llm_run(path) -> None:
         if u % 4 == 3:
             row["eval/accuracy"] = 0.2 + 0.05 * u
         rows.append(row)
-    path.mkdir(parents=True)
-    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (path / "config.json").write_text(json.dumps({"kind": "llm", "loss": "m2po", "staleness": 8, "seed": 0}))
+    write_run(path, rows, kind="llm", method="m2po", staleness=8)
 
 
 def _url(server: str, page: str, path) -> str:

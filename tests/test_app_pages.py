@@ -1,16 +1,18 @@
 """Explorer pages 2 (staleness study) and 3 (run browser) under AppTest, on a real tiny study.
 
-The pages read directories through ``m2po_lab.runs`` (tested in test_runs.py); here: they
-render, their widgets change what they show, and broken directories give an ``st.error``.
+The pages read directories through ``m2po_lab.rundir`` (tested in test_rundir.py); here: they
+render, their widgets change what they show, every headline comes from the run the controls
+name, and broken directories give an ``st.error``.
 """
 
 from __future__ import annotations
 
 import json
-import pytest
-from app_helpers import HOME, metric, open_page
 
-from m2po_lab import runs
+import pytest
+from app_helpers import HOME, metric, open_page, write_run
+
+from m2po_lab import rundir as rd
 
 PAGE2 = "pages/2_Staleness_study.py"
 PAGE3 = "pages/3_Run_browser.py"
@@ -21,13 +23,21 @@ PAGE3 = "pages/3_Run_browser.py"
 
 
 @pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    """Live studies train into a fresh folder, never a shared cache."""
+def _cache(tmp_path, tmp_path_factory, monkeypatch):
+    """Live studies train into a fresh folder, never a shared cache; the runs root holds every test's tmp dir."""
     monkeypatch.setenv("M2PO_LAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("M2PO_LAB_RUNS_ROOT", str(tmp_path_factory.getbasetemp()))
 
 
 def _row(update: int, **extra) -> dict:
-    return {**{k: 0.0 for k in runs.REQUIRED_KEYS}, "update": update, "reward": 0.1 * update, **extra}
+    return {**{k: 0.0 for k in rd.REQUIRED_KEYS}, "update": update, "reward": 0.1 * update, **extra}
+
+
+def _key(at, kind: str, prefix: str) -> str:
+    """The key of the one ``kind`` widget whose key starts with ``prefix`` (keys carry the directory)."""
+    keys = [w.key for w in getattr(at, kind) if w.key and w.key.startswith(prefix)]
+    assert len(keys) == 1, keys
+    return keys[0]
 
 
 def _open_study(apptest, path):
@@ -52,8 +62,9 @@ def test_home_links_everyopen_page(apptest):
     assert [el.proto.page for el in at.get("page_link")] == ["Importance_weights", "Staleness_study", "Run_browser"]
 
 
-@pytest.mark.parametrize("page, hint", [(PAGE2, "Run the study"), (PAGE3, "Enter the path")])
-def test_pages_render_defaults(apptest, page, hint):
+@pytest.mark.parametrize("page, hint", [(PAGE2, "Run the study"), (PAGE3, "No study or llm directory found")])
+def test_pages_render_defaults(apptest, page, hint, tmp_path, monkeypatch):
+    monkeypatch.setenv("M2PO_LAB_RUNS_ROOT", str(tmp_path / "empty"))  # nothing to find
     at = open_page(apptest, page)
     assert any(hint in i.value for i in at.info)
     assert not at.error and "Traceback" not in str(at)
@@ -74,7 +85,7 @@ def test_page2_opens_a_study(apptest, study_dir):
 def test_page2_staleness_changes_mask_fraction(apptest, study_dir):
     at = _open_study(apptest, study_dir)
     stale = metric(at, "grpo clip/frac")
-    at.select_slider(key="staleness_shown").set_value(0).run()
+    at.select_slider(key=_key(at, "select_slider", "staleness_shown@")).set_value(0).run()
     assert not at.exception
     fresh = metric(at, "grpo clip/frac")
     assert float(fresh.rstrip("%")) < float(stale.rstrip("%")), (fresh, stale)
@@ -83,24 +94,28 @@ def test_page2_staleness_changes_mask_fraction(apptest, study_dir):
 
 def test_page2_histogram_slider_moves_through_updates(apptest, study_dir):
     at = _open_study(apptest, study_dir)
-    assert at.select_slider(key="hist_update").options == ["0", "4", "8", "11"]
+    hist = _key(at, "select_slider", "hist_update@")
+    assert at.select_slider(key=hist).options == ["0", "4", "8", "11"]
     last = metric(at, "grpo M2 at this update")
-    at.select_slider(key="hist_update").set_value(8).run()
+    at.select_slider(key=hist).set_value(8).run()
     assert not at.exception and metric(at, "grpo M2 at this update") != last
     at.slider(key="clip_smooth").set_value(1).run()
     assert not at.exception
 
 
-def test_page2_broken_study_shows_an_error(apptest, tmp_path):
-    (tmp_path / "runs" / "grpo_s0_seed0").mkdir(parents=True)
-    (tmp_path / "runs" / "grpo_s0_seed0" / "metrics.jsonl").write_text(json.dumps(_row(0)) + "\nnot json\n{}\n")
+def test_page2_broken_study_shows_an_error(apptest, tmp_path, study_dir):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "config.json").write_text((study_dir / "config.json").read_text())
+    run = write_run(tmp_path / "runs" / "grpo_s0_seed0", [_row(0)], method="grpo", staleness=0)
+    (run / "metrics.jsonl").write_text(json.dumps(_row(0)) + "\nnot json\n{}\n")
     at = _open_study(apptest, tmp_path)
     assert len(at.error) == 1 and "line 2" in at.error[0].value and "is not JSON" in at.error[0].value
     at.text_input(key="study_dir").input(str(tmp_path / "missing")).run()
     assert not at.exception and "does not exist" in at.error[0].value
 
 
-def test_page2_runs_a_live_study_then_reuses_it(apptest):
+def test_page2_runs_a_live_study_then_reuses_it(apptest, tmp_path, monkeypatch):
+    monkeypatch.setenv("M2PO_LAB_RUNS_ROOT", str(tmp_path / "empty"))  # no study to open: the live source is shown
     at = open_page(apptest, PAGE2)
     at.multiselect(key="methods").set_value(["m2po"])
     at.multiselect(key="staleness").set_value([0])
@@ -118,16 +133,17 @@ def test_page2_runs_a_live_study_then_reuses_it(apptest):
 # ---------------------------------------------------------------- page 3
 def test_page3_overlays_study_runs(apptest, study_dir):
     at = _open_dir(apptest, study_dir)
-    assert at.multiselect(key="runs").value == ["grpo_s0_seed0", "grpo_s8_seed0", "m2po_s0_seed0", "m2po_s8_seed0"]
+    runs_key = _key(at, "multiselect", "runs@")
+    assert at.multiselect(key=runs_key).value == ["grpo_s8_seed0", "m2po_s8_seed0"]  # methods at the top staleness
     metrics = at.multiselect(key="metrics").value
     assert metrics == ["reward", "eval/reward", "clip/frac", "m2"]
     assert len(at.get("image")) == len(metrics) + 1  # one chart per metric, one of quantile bands
     table = at.table[0].value
-    assert list(table.index) == at.multiselect(key="runs").value and list(table.columns) == metrics
+    assert list(table.index) == at.multiselect(key=runs_key).value and list(table.columns) == metrics
     before = table.copy()
     at.slider(key="cursor").set_value(5).run()
     assert not at.exception and not at.table[0].value.equals(before)
-    at.multiselect(key="runs").set_value(["m2po_s8_seed0"])
+    at.multiselect(key=runs_key).set_value(["m2po_s8_seed0"])
     at.multiselect(key="metrics").set_value(["m2po/mask_frac"])
     at.multiselect(key="log_metrics").set_value(["m2po/mask_frac"])
     at.slider(key="smooth").set_value(3).run()
@@ -145,9 +161,10 @@ def test_page3_overlays_study_runs(apptest, study_dir):
     ],
 )
 def test_page3_broken_run_shows_an_error(apptest, tmp_path, content, message):
-    run = tmp_path / "run"
-    run.mkdir()
-    if content is not None:
+    run = write_run(tmp_path / "run", [])
+    if content is None:
+        (run / "metrics.jsonl").unlink()
+    else:
         (run / "metrics.jsonl").write_text(content)
     at = _open_dir(apptest, run)
     assert len(at.error) == 1 and message in at.error[0].value, [e.value for e in at.error]
@@ -156,11 +173,10 @@ def test_page3_broken_run_shows_an_error(apptest, tmp_path, content, message):
 
 def test_page3_one_broken_run_of_a_study(apptest, study_dir, tmp_path):
     folder = tmp_path / "runs"
-    good = folder / "good"
-    good.mkdir(parents=True)
+    good = write_run(folder / "good", [])
     (good / "metrics.jsonl").write_text((study_dir / "runs" / "m2po_s8_seed0" / "metrics.jsonl").read_text())
-    (folder / "bad").mkdir()
-    (folder / "bad" / "metrics.jsonl").write_text("[]\n" + json.dumps(_row(1)) + "\n")
+    bad = write_run(folder / "bad", [])
+    (bad / "metrics.jsonl").write_text("[]\n" + json.dumps(_row(1)) + "\n")
     at = _open_dir(apptest, folder)
     assert len(at.error) == 1 and "Cannot read run bad" in at.error[0].value
     assert len(at.get("image")) >= 2  # the good run is still drawn
@@ -170,10 +186,7 @@ def test_page3_llm_run_shows_masked_tokens(apptest, tmp_path):
     tokens = [{"text": "What is 12 + 30? <answer>", "token": " 42", "log_ratio": 1.75},
               {"text": "a | b", "token": "*", "log_ratio": -0.5}]
     rows = [_row(0), _row(1, masked_tokens=tokens), _row(2), _row(3, masked_tokens=tokens[1:])]
-    run = tmp_path / "llm_m2po"
-    run.mkdir()
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (run / "config.json").write_text(json.dumps({"kind": "llm", "loss": "m2po", "staleness": 4}))
+    run = write_run(tmp_path / "llm_m2po", rows, kind="llm", method="m2po", staleness=4)
     at = _open_dir(apptest, run)
     html = [m.value for m in at.markdown if "<mark" in m.value]
     assert len(html) == 1 and "&lt;answer&gt;" not in html[0]  # at the last update: only the second token
@@ -184,3 +197,52 @@ def test_page3_llm_run_shows_masked_tokens(apptest, tmp_path):
     assert "+1.750" in html[0] and any("update **1**" in m.value for m in at.markdown)
     at.slider(key="cursor").set_value(0).run()
     assert any("no masked tokens logged at or before update 0" in i.value for i in at.info)
+
+
+# ---------------------------------------------------------------- one selection state per page
+def _headline_matches_slider(at, study_path):
+    """Every headline number on page 2 is the summary's value at the staleness the slider shows."""
+    summary = json.loads((study_path / "summary.json").read_text())
+    k = at.select_slider(key=_key(at, "select_slider", "staleness_shown@")).value
+    steady = {(r["method"], r["staleness"]): r["clip_frac_steady"] for r in summary["runs"]}
+    for m in ("grpo", "m2po"):
+        assert metric(at, f"{m} clip/frac") == f"{100 * steady[m, k]:.3f}%", (m, k)
+    return k
+
+
+def test_page2_headline_follows_the_controls_for_every_way_of_opening(apptest, study_dir, tmp_path, monkeypatch):
+    import shutil
+
+    found = tmp_path / "runs" / "study"  # where the page finds a study by itself
+    typed = tmp_path / "elsewhere" / "study"
+    shutil.copytree(study_dir, found)
+    shutil.copytree(study_dir, typed)
+    monkeypatch.setenv("M2PO_LAB_RUNS_ROOT", str(tmp_path))
+    at = open_page(apptest, PAGE2)  # found below the root: opened by default
+    assert at.radio(key="study_source").value == "Open a study directory"
+    assert _headline_matches_slider(at, found) == 8
+    at.select_slider(key=_key(at, "select_slider", "staleness_shown@")).set_value(0).run()
+    assert _headline_matches_slider(at, found) == 0
+    at.text_input(key="study_dir").input(str(typed)).run()  # typed: another directory, its own state
+    assert not at.exception and _headline_matches_slider(at, typed) == 8
+    at.select_slider(key=_key(at, "select_slider", "staleness_shown@")).set_value(0).run()
+    assert _headline_matches_slider(at, typed) == 0
+    at.text_input(key="study_dir").input("").run()  # back to the found one (Streamlit forgets unshown widgets)
+    assert not at.exception and _headline_matches_slider(at, found) in (0, 8)
+    at = apptest.from_file(str(HOME), default_timeout=90)
+    at.query_params["dir"] = str(typed)
+    at.run()
+    at.switch_page(PAGE2).run()  # through ?dir=
+    assert not at.exception and _headline_matches_slider(at, typed) == 8
+
+
+def test_a_path_outside_the_runs_root_is_refused(apptest, tmp_path, monkeypatch, study_dir):
+    monkeypatch.setenv("M2PO_LAB_RUNS_ROOT", str(tmp_path))
+    for page, key in ((PAGE2, "study_dir"), (PAGE3, "run_dir")):
+        at = open_page(apptest, page)
+        if page == PAGE2:
+            at.radio(key="study_source").set_value("Open a study directory").run()
+        at.text_input(key=key).input("/etc").run()
+        assert not at.exception and any("outside the runs root" in e.value for e in at.error)
+        at.text_input(key=key).input(str(study_dir)).run()
+        assert not at.exception and any("outside the runs root" in e.value for e in at.error)

@@ -50,7 +50,7 @@ def _strip(rows):
 
 def test_three_updates_through_the_cli(tiny_dir, tmp_path):
     out = tmp_path / "run"
-    assert main(_args(tiny_dir, out, "--total-updates", 3, "--staleness", 2, "--loss", "m2po")) == 0
+    assert main(_args(tiny_dir, out, "--updates", 3, "--staleness", 2, "--method", "m2po")) == 0
     rows = _rows(out)
     assert [r["update"] for r in rows] == [0, 1, 2]
     assert [r["staleness"] for r in rows] == [0, 1, 2]
@@ -61,7 +61,7 @@ def test_three_updates_through_the_cli(tiny_dir, tmp_path):
     assert "eval/accuracy" in rows[1] and "eval/accuracy_sampled" in rows[2]
     assert "is/log_ratio_hist" in rows[0] and "entropy_by_ratio" in rows[2]
     meta = json.loads((out / "config.json").read_text())
-    assert meta["kind"] == "llm" and meta["loss"] == "m2po" and "eval/accuracy" in meta["start"]
+    assert meta["kind"] == "llm" and meta["config"]["method"] == "m2po" and "eval/accuracy" in meta["start"]
     start, _ = load_model_and_tokenizer(tiny_dir)
     # the run does not save its final weights; re-train in-process and compare parameters instead
     before = {n: p.detach().clone() for n, p in start.named_parameters()}
@@ -78,7 +78,7 @@ def test_three_updates_through_the_cli(tiny_dir, tmp_path):
 
 def test_strict_reward_mode_logs_the_flexible_accuracy_too(tiny_dir, tmp_path):
     out = tmp_path / "strict"
-    assert main(_args(tiny_dir, out, "--total-updates", 2, "--reward-mode", "strict", "--max-new-tokens", "8")) == 0
+    assert main(_args(tiny_dir, out, "--updates", 2, "--reward-mode", "strict", "--max-new-tokens", "8")) == 0
     rows = _rows(out)
     assert {"eval/accuracy", "eval/accuracy_flexible"} <= set(rows[1])
     assert rows[1]["eval/accuracy"] <= rows[1]["eval/accuracy_flexible"]  # strict answers also pass the flexible rule
@@ -86,7 +86,7 @@ def test_strict_reward_mode_logs_the_flexible_accuracy_too(tiny_dir, tmp_path):
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(tiny_dir, tmp_path, monkeypatch):
-    extra = ("--total-updates", 8, "--staleness", 2, "--loss", "m2po", "--checkpoint-every", 4)
+    extra = ("--updates", 8, "--staleness", 2, "--method", "m2po", "--checkpoint-every", 4)
     full = tmp_path / "full"
     assert main(_args(tiny_dir, full, *extra)) == 0
 
@@ -129,7 +129,7 @@ def test_behaviour_logp_equals_recomputed_on_policy(tiny_dir):
 def test_minibatch_scope_gradient_does_not_depend_on_micro_batching(tiny_dir, loss):
     def grads(micro: int):
         cfg = get_preset(None, model=str(tiny_dir), prompts_per_step=4, group_size=4, updates_per_step=1,
-                         micro_batch_size=micro, max_new_tokens=4, lr=1e-9, loss=loss, device="cpu")
+                         micro_batch_size=micro, max_new_tokens=4, lr=1e-9, method=loss, device="cpu")
         model, tok = load_model_and_tokenizer(tiny_dir)
         task, _ = load_tasks(cfg)
         batch = rollout(model, tok, task, cfg, torch.Generator().manual_seed(2), NULL)
@@ -149,18 +149,18 @@ def test_minibatch_scope_gradient_does_not_depend_on_micro_batching(tiny_dir, lo
 
 def test_presets_match_the_cli_and_validate():
     assert set(PRESET_NAMES) == set(PRESETS)
-    assert TrainConfig().tau == 0.04 and TrainConfig().group_size == 8 and TrainConfig().updates_per_step == 4
+    assert TrainConfig().loss.tau == 0.04 and TrainConfig().group_size == 8 and TrainConfig().updates_per_step == 4
 
 
 @pytest.mark.parametrize("extra, needle", [
     (("--staleness", "-4"), "staleness"),
-    (("--loss", "nope"), "loss"),
+    (("--method", "nope"), "method"),
     (("--staleness", "3"), "staleness"),
     (("--reward-mode", "lenient"), "reward_mode"),
-    (("--sft-marked-frac", "1.5"), "sft_marked_frac"),
+    (("--warm-start-marked-frac", "1.5"), "warm_start_marked_frac"),
 ])
 def test_bad_options_fail_naming_the_argument(tiny_dir, tmp_path, capsys, extra, needle):
-    assert main(_args(tiny_dir, tmp_path / "x", "--total-updates", 1, *extra)) == 2
+    assert main(_args(tiny_dir, tmp_path / "x", "--updates", 1, *extra)) == 2
     assert needle in capsys.readouterr().err
 
 
@@ -188,5 +188,5 @@ def test_bad_inputs_fail_naming_the_argument(tiny_dir, tmp_path):
 @pytest.mark.gpu
 def test_bf16_update_on_cuda(tiny_dir, tmp_path):
     out = tmp_path / "gpu"
-    assert main(_args(tiny_dir, out, "--total-updates", 2, "--device", "cuda", "--loss", "m2po")) == 0
+    assert main(_args(tiny_dir, out, "--updates", 2, "--device", "cuda", "--method", "m2po")) == 0
     assert all(r["grad_norm"] is not None for r in _rows(out))

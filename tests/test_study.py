@@ -93,12 +93,6 @@ def test_interrupted_study_resumes_without_duplicates(tmp_path, monkeypatch):
     assert _metrics(tmp_path / "resumed") == _metrics(tmp_path / "full")
 
 
-def test_torn_last_line_is_dropped(tmp_path):
-    p = tmp_path / "metrics.jsonl"
-    p.write_text('{"update": 0}\n{"update": 1}\n{"upda')
-    assert [r["update"] for r in read_metrics(p)] == [0, 1]
-
-
 @pytest.mark.parametrize(
     "args, match",
     [

@@ -1,7 +1,7 @@
 """Page 1: importance weights and masking, token by token (arXiv 2510.01161, Sec. 4 and Algorithm 1).
 
 Widgets are drawn by ``*_ui()`` functions that return values; the numbers come from
-``m2po_lab.explain.explain_batch`` (the registered losses, differentiated by autograd),
+``m2po_lab.explorer.weights.explain_batch`` (the registered losses, differentiated by autograd),
 cached with ``st.cache_data``; the ``*_chart`` / ``*_section`` functions only draw.
 """
 
@@ -28,10 +28,10 @@ from _common import (
     threshold_text,
 )
 
-from m2po_lab.explain import FATES, METHOD_LABELS, METHODS, QUADRANTS, explain_batch, loss_sources, shift_comparison
+from m2po_lab.explorer.weights import FATES, METHOD_LABELS, METHODS, QUADRANTS, explain_batch, loss_sources, shift_comparison
 from m2po_lab.losses import LossConfig
-from m2po_lab.study.probe import toy_policy_log_ratios
-from m2po_lab.synthetic import synthetic_log_ratios
+from m2po_lab.explorer.probe import toy_policy_log_ratios
+from m2po_lab.explorer.synthetic import synthetic_log_ratios
 
 TAUS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)  # log-scale choices; the paper: 0.04
 

@@ -2,7 +2,7 @@
 
 Run a small study live (``m2po_lab.study.run_study`` into a cache folder named by the hash of
 the config, so the same settings are trained once), or open a study directory
-(docs/run_format.md). Everything shown is read back from the directory by ``m2po_lab.runs``,
+(docs/run_format.md). Everything shown is read back from the directory by ``m2po_lab.rundir`` and ``m2po_lab.explorer.analysis``,
 cached on (path, file mtimes); the ``*_chart`` / ``*_section`` functions only draw.
 """
 
@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import streamlit as st
-from _common import PAPER, new_figure, number, page_setup, percent, show
+from _common import PAPER, directory_ui, new_figure, number, page_setup, percent, runs_root, show, status_note
 from matplotlib.ticker import FuncFormatter
 
-from m2po_lab import runs
+from m2po_lab import rundir as rd
+from m2po_lab.explorer import analysis as an
 from m2po_lab.losses import LOSSES
 from m2po_lab.study import get_preset, run_study
 
@@ -50,7 +51,7 @@ def _wait_for(cfg, out: str, thread: threading.Thread, errors: dict) -> None:
         bar = st.progress(0.0, text="warm start (supervised) ...")
         while thread.is_alive():
             thread.join(0.5)
-            frac = runs.study_progress(out, cfg.updates)
+            frac = rd.study_progress(out, cfg.updates)
             bar.progress(frac, text=f"{100 * frac:.0f}% of updates written ({time.time() - t0:.0f} s)")
         if out in errors:
             status.update(label="The study failed", state="error")
@@ -70,19 +71,19 @@ def run_ui() -> str | None:
     updates = st.sidebar.select_slider("updates per run", UPDATE_CHOICES, 200, key="updates")
     try:
         cfg = get_preset(
-            "paper", methods=tuple(methods), staleness=tuple(sorted(staleness)), seeds=tuple(sorted(seeds)),
+            "default", methods=tuple(methods), staleness=tuple(sorted(staleness)), seeds=tuple(sorted(seeds)),
             updates=int(updates), eval_every=int(updates) // 20, hist_every=int(updates) // 10,
             checkpoint_every=int(updates) // 4,
         )
     except ValueError as e:
         st.sidebar.error(str(e))
         return None
-    out = str(runs.study_cache_dir(cfg.to_dict()))
+    out = str(an.study_cache_dir(cfg.to_dict()))
     n_runs = len(cfg.methods) * len(cfg.staleness) * len(cfg.seeds)
     st.sidebar.caption(f"{n_runs} runs, trained together as one batched model on one CPU thread (the default, "
                        f"9 runs x 200 updates, takes about 20 s). Folder: `{out}`")
     jobs, errors = _jobs()
-    finished = Path(out, runs.SUMMARY).exists()
+    finished = Path(out, rd.SUMMARY).exists()
     clicked = st.sidebar.button("Cached: already trained" if finished else "Run the study", key="run_study",
                                 type="primary", disabled=finished)
     job = jobs.get(out)
@@ -93,7 +94,7 @@ def run_ui() -> str | None:
         _wait_for(cfg, out, job, errors)
     elif out in errors:
         st.error(errors.pop(out))
-    if Path(out, runs.SUMMARY).exists():
+    if Path(out, rd.SUMMARY).exists():
         return out
     st.info("Choose methods, staleness values and seeds in the sidebar, then press **Run the study**. "
             "Or open an existing study directory (`m2po-lab study --out DIR`).")
@@ -101,49 +102,53 @@ def run_ui() -> str | None:
 
 
 def open_ui() -> str | None:
-    path = st.sidebar.text_input("study directory", value=st.query_params.get("dir", ""), key="study_dir",
-                                 placeholder="/tmp/q_demo", help="written by `m2po-lab study --out DIR`")
-    if not path.strip():
-        st.info("Enter the path of a study directory in the sidebar (written by `m2po-lab study --out DIR`).")
-        return None
-    return path.strip()
+    return directory_ui(("study",), key="study", default_rel="runs/study")
 
 
 @st.cache_data(max_entries=8, show_spinner="Reading the study ...")
-def load_study(path: str, signature: tuple) -> runs.Study:
+def load_study(path: str, signature: tuple) -> rd.Study:
     """``signature`` (file mtimes and sizes) makes a changed directory a new cache entry."""
-    return runs.load_study(path)
+    return rd.load_study(path)
 
 
 def choose(label: str, options: list[int], key: str) -> int:
-    """A select-slider over ``options`` (default: the last); a caption when there is only one."""
+    """A select-slider over ``options`` (default: the last); a caption when there is only one.
+
+    ``key`` must name the study too (one selection state per study): a value chosen for one
+    study never carries over to another study whose options happen to include it.
+    """
     if len(options) == 1:
         st.caption(f"{label}: {options[0]} (the only one)")
         return options[0]
     return st.select_slider(label, options, options[-1], key=key)
 
 
+def study_key(study: rd.Study, name: str) -> str:
+    """A widget key scoped to one study directory."""
+    return f"{name}@{study.path}"
+
+
 # ---------------------------------------------------------------- drawing
-def headline(study: runs.Study, k: int) -> None:
+def headline(study: rd.Study, k: int) -> None:
     cols = st.columns(len(study.methods))
     for col, m in zip(cols, study.methods):
-        sel = runs.select(study.runs, m, k)
-        col.metric(f"{m} clip/frac", percent(runs.steady_fraction(sel), 3),
+        sel = an.select(study.runs, m, k)
+        col.metric(f"{m} clip/frac", percent(an.steady_fraction(sel), 3),
                    help=f"mean clip/frac over updates >= {k} (every batch exactly {k} stale), mean over seeds")
-        col.metric(f"{m} final eval/reward", number(runs.final_value(sel), 3), help="last eval/reward, mean over seeds")
+        col.metric(f"{m} final eval/reward", number(an.final_value(sel), 3), help="last eval/reward, mean over seeds")
 
 
-def _method_colors(study: runs.Study) -> dict[str, str]:
+def _method_colors(study: rd.Study) -> dict[str, str]:
     return {m: f"C{i}" for i, m in enumerate(study.methods)}
 
 
-def reward_chart(study: runs.Study, k_shown: int) -> None:
+def reward_chart(study: rd.Study, k_shown: int) -> None:
     stal = study.staleness
     fig, axes = new_figure(11, 3.0, ncols=len(stal), sharey=True, squeeze=False)
     colors = _method_colors(study)
     for ax, k in zip(axes[0], stal):
         for m in study.methods:
-            band = runs.seed_band(runs.select(study.runs, m, k), "eval/reward")
+            band = an.seed_band(an.select(study.runs, m, k), "eval/reward")
             if band is None:
                 continue
             ax.plot(band["update"], band["mean"], color=colors[m], label=m)
@@ -156,11 +161,11 @@ def reward_chart(study: runs.Study, k_shown: int) -> None:
     show(fig, "Evaluation reward over updates, one panel per staleness, one line per method")
 
 
-def clip_chart(study: runs.Study, k: int, window: int) -> None:
+def clip_chart(study: rd.Study, k: int, window: int) -> None:
     fig, ax = new_figure(5, 3.2)
     colors = _method_colors(study)
     for m in study.methods:
-        band = runs.seed_band(runs.select(study.runs, m, k), "clip/frac", window)
+        band = an.seed_band(an.select(study.runs, m, k), "clip/frac", window)
         if band is not None:
             ax.plot(band["update"], band["mean"], color=colors[m], label=m)
     ax.axvline(k, color="k", ls=":", lw=1)
@@ -173,15 +178,15 @@ def clip_chart(study: runs.Study, k: int, window: int) -> None:
     show(fig, f"Fraction of tokens clipped or masked over updates at staleness {k}, log scale")
 
 
-def entropy_chart(study: runs.Study, k: int) -> None:
+def entropy_chart(study: rd.Study, k: int) -> None:
     fig, ax = new_figure(5, 3.2)
     colors = _method_colors(study)
     labels = None
     for m in study.methods:
-        bins = runs.pooled_entropy_by_ratio(runs.select(study.runs, m, k))
+        bins = an.pooled_entropy_by_ratio(an.select(study.runs, m, k))
         if bins is None:
             continue
-        labels = runs.bin_labels(bins["edges"])
+        labels = an.bin_labels(bins["edges"])
         ok = bins["counts"] >= MIN_BIN_TOKENS
         x = np.arange(len(labels))
         ax.plot(x[ok], bins["entropy"][ok], "o-", color=colors[m], label=m, ms=4)
@@ -195,17 +200,17 @@ def entropy_chart(study: runs.Study, k: int) -> None:
     show(fig, f"Mean token entropy in bins of |r - 1| at staleness {k}")
 
 
-def hist_section(study: runs.Study, k: int) -> None:
-    sel = runs.select(study.runs, staleness=k)
-    updates = runs.hist_updates(sel)
+def hist_section(study: rd.Study, k: int) -> None:
+    sel = an.select(study.runs, staleness=k)
+    updates = an.hist_updates(sel)
     if not updates:
         st.info("No is/log_ratio_hist records at this staleness.")
         return
-    u = choose("update of the recorded histogram", updates, key="hist_update")
+    u = choose("update of the recorded histogram", updates, key=study_key(study, "hist_update"))
     fig, ax = new_figure(11, 3.0)
     colors = _method_colors(study)
     for m in study.methods:
-        hists = [runs.hist_at(r, u) for r in runs.select(sel, m)]
+        hists = [an.hist_at(r, u) for r in an.select(sel, m)]
         edges, counts = hists[0][0], sum(c for _, c in hists)
         ax.stairs(counts / max(counts.sum(), 1), edges, color=colors[m], label=m, lw=1.5)
     ax.set_yscale("log")
@@ -215,18 +220,18 @@ def hist_section(study: runs.Study, k: int) -> None:
     show(fig, f"Histogram of log r at update {u}, staleness {k}, one line per method")
     cols = st.columns(len(study.methods))
     for col, m in zip(cols, study.methods):
-        m2 = [runs.values_at(r, ["m2"], u)["m2"] for r in runs.select(sel, m)]
+        m2 = [an.values_at(r, ["m2"], u)["m2"] for r in an.select(sel, m)]
         m2 = [x for x in m2 if x is not None]
         col.metric(f"{m} M2 at this update", number(float(np.mean(m2))) if m2 else "—",
                    help="m2 = mean (log r)^2 over the trained batch, mean over seeds")
 
 
-def summary_section(study: runs.Study) -> None:
+def summary_section(study: rd.Study) -> None:
     if study.summary is None:
         st.info("No summary.json yet: the study has not finished.")
         return
     st.dataframe(
-        pd.DataFrame(runs.summary_table(study.summary)), hide_index=True, key="summary_table",
+        pd.DataFrame(an.summary_table(study.summary)), hide_index=True, key="summary_table",
         column_config={k: st.column_config.NumberColumn(format="%.4f") for k in
                        ("final_reward", "peak_reward", "clip_frac_mean", "clip_frac_steady", "m2_mean")},
     )
@@ -248,19 +253,21 @@ while M2PO masks a small fraction, and where the stale tokens sit: their entropy
 `|r − 1|`, so clipping them removes the informative ones.
 """
 )
-source = st.sidebar.radio("study", SOURCES, index=1 if st.query_params.get("dir") else 0, key="study_source")
+found = st.query_params.get("dir") or any(e.kind == "study" for e in rd.discover(runs_root()))
+source = st.sidebar.radio("study", SOURCES, index=1 if found else 0, key="study_source")
 path = run_ui() if source == SOURCES[0] else open_ui()
 if path is None:
     st.stop()
 try:
-    study = load_study(path, runs.dir_signature(path))
-except runs.RunDirError as e:
+    study = load_study(path, rd.dir_signature(path))
+except rd.RunDirError as e:
     st.error(f"Cannot open this study: {e}")
     st.stop()
 
 st.caption(f"`{study.path}`: {len(study.runs)} runs, methods {', '.join(study.methods)}, staleness "
            f"{study.staleness}. Open it in the Run browser (page 3) for any metric of any run.")
-k = choose("staleness shown", study.staleness, key="staleness_shown")
+status_note(study.status, any(r.torn for r in study.runs), len(study.missing))
+k = choose("staleness shown", study.staleness, key=study_key(study, "staleness_shown"))
 window = st.sidebar.slider("smoothing of clip/frac (updates)", 1, 50, 10, key="clip_smooth")
 headline(study, k)
 

@@ -1,8 +1,8 @@
 """Page 3: browse run directories (docs/run_format.md): toy runs, LLM runs, or the runs of a study.
 
-Every number comes from ``m2po_lab.runs`` (reading and checking the directory, cached on
+Every number comes from ``m2po_lab.rundir`` and ``m2po_lab.explorer.analysis`` (reading and checking the directory, cached on
 (path, file mtimes)); the ``*_chart`` / ``*_section`` functions only draw. A directory that
-cannot be read shows what is wrong with it (``runs.RunDirError``), never a traceback.
+cannot be read shows what is wrong with it (``rd.RunDirError``), never a traceback.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import html
 
 import pandas as pd
 import streamlit as st
-from _common import PAPER, new_figure, page_setup, show
+from _common import PAPER, directory_ui, new_figure, page_setup, show, status_note
 
-from m2po_lab import runs
+from m2po_lab import rundir as rd
+from m2po_lab.explorer import analysis as an
 
 DEFAULT_METRICS = ("reward", "eval/reward", "eval/accuracy", "clip/frac", "m2")
 MAX_DEFAULT_RUNS = 4
@@ -22,40 +23,43 @@ BAND_COLOR = "#1f77b4"
 
 # ---------------------------------------------------------------- widgets and loading
 def dir_ui() -> str | None:
-    path = st.sidebar.text_input(
-        "run or study directory", value=st.query_params.get("dir", ""), key="run_dir", placeholder="/tmp/q_demo",
-        help="a run (holds metrics.jsonl), a study (holds runs/), or a folder whose sub-folders are runs",
-    )
-    if not path.strip():
-        st.info("Enter the path of a run directory, a study directory or a folder of runs in the sidebar.")
-        return None
-    return path.strip()
+    return directory_ui(("study", "llm"), key="run", default_rel="runs/study")
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def load_run(path: str, signature: tuple) -> runs.Run:
+def load_run(path: str, signature: tuple) -> rd.Run:
     """``signature`` (file mtimes and sizes) makes a changed run a new cache entry."""
-    return runs.load_run(path)
+    return rd.load_run(path)
 
 
-def runs_ui(path: str) -> list[runs.Run]:
+def runs_ui(path: str) -> list[rd.Run]:
     """The runs found under ``path`` that the reader picks, loaded; errors shown per run."""
-    found = runs.find_runs(path)
+    found = rd.find_runs(path)
     names = list(found)
     chosen = names
     if len(names) > 1:
-        chosen = st.sidebar.multiselect("runs to overlay", names, names[:MAX_DEFAULT_RUNS], key="runs")
+        chosen = st.sidebar.multiselect("runs to overlay", names, default_runs(path, names), key=f"runs@{path}")
     loaded = []
     for name in chosen:
         try:
-            loaded.append(load_run(str(found[name]), runs.dir_signature(found[name])))
-        except runs.RunDirError as e:
+            loaded.append(load_run(str(found[name]), rd.dir_signature(found[name])))
+        except rd.RunDirError as e:
             st.error(f"Cannot read run {name}: {e}")
     return loaded
 
 
-def metrics_ui(loaded: list[runs.Run]) -> tuple[list[str], list[str], int]:
-    keys = runs.numeric_keys(loaded)
+def default_runs(path: str, names: list[str]) -> list[str]:
+    """A study compared across methods: the first seed of every method at the highest staleness."""
+    if not rd.is_study_dir(path):
+        return names[:MAX_DEFAULT_RUNS]
+    cfg = rd.read_config(path, "study")["config"]
+    hi, seed = max(cfg["staleness"]), min(cfg["seeds"])
+    picked = [rd.run_name(m, hi, seed) for m in cfg["methods"] if rd.run_name(m, hi, seed) in names]
+    return picked or names[:MAX_DEFAULT_RUNS]
+
+
+def metrics_ui(loaded: list[rd.Run]) -> tuple[list[str], list[str], int]:
+    keys = an.numeric_keys(loaded)
     default = [k for k in DEFAULT_METRICS if k in keys]
     metrics = st.multiselect("metrics", keys, default, key="metrics")
     log_y = st.sidebar.multiselect("log-scale y axis for", metrics, key="log_metrics")
@@ -63,8 +67,8 @@ def metrics_ui(loaded: list[runs.Run]) -> tuple[list[str], list[str], int]:
     return metrics, log_y, window
 
 
-def cursor_ui(loaded: list[runs.Run]) -> int:
-    lo, hi = runs.update_range(loaded)
+def cursor_ui(loaded: list[rd.Run]) -> int:
+    lo, hi = an.update_range(loaded)
     if lo == hi:
         st.caption(f"One update logged: {lo}.")
         return hi
@@ -73,27 +77,27 @@ def cursor_ui(loaded: list[runs.Run]) -> int:
 
 
 # ---------------------------------------------------------------- drawing
-def values_table(loaded: list[runs.Run], metrics: list[str], cursor: int) -> None:
+def values_table(loaded: list[rd.Run], metrics: list[str], cursor: int) -> None:
     if not metrics:
         return
     rows = {}
     for run in loaded:
-        vals = runs.values_at(run, metrics, cursor)
+        vals = an.values_at(run, metrics, cursor)
         rows[run.name] = {k: "—" if v is None else f"{v:.4g}" for k, v in vals.items()}  # "-" is a markdown list
     st.markdown(f"**Values at update {cursor}** (latest logged value at or before it)")
     st.table(pd.DataFrame.from_dict(rows, orient="index"))
 
 
-def metric_charts(loaded: list[runs.Run], metrics: list[str], log_y: list[str], window: int, cursor: int) -> None:
+def metric_charts(loaded: list[rd.Run], metrics: list[str], log_y: list[str], window: int, cursor: int) -> None:
     for i in range(0, len(metrics), 2):
         cols = st.columns(2)
         for col, key in zip(cols, metrics[i : i + 2]):
             with col:
                 fig, ax = new_figure(6, 2.8)
                 for j, run in enumerate(loaded):
-                    x, y = runs.series(run, key)
+                    x, y = an.series(run, key)
                     if len(x):
-                        ax.plot(x, runs.smooth(y, window), color=f"C{j}", label=run.name, lw=1.2)
+                        ax.plot(x, an.smooth(y, window), color=f"C{j}", label=run.name, lw=1.2)
                 ax.axvline(cursor, color="k", ls=":", lw=1)
                 if key in log_y:
                     ax.set_yscale("symlog", linthresh=1e-4)
@@ -102,8 +106,8 @@ def metric_charts(loaded: list[runs.Run], metrics: list[str], log_y: list[str], 
                 show(fig, f"{key} over updates, one line per run")
 
 
-def bands_chart(loaded: list[runs.Run], cursor: int) -> None:
-    with_bands = [(r, runs.quantile_bands(r)) for r in loaded]
+def bands_chart(loaded: list[rd.Run], cursor: int) -> None:
+    with_bands = [(r, an.quantile_bands(r)) for r in loaded]
     with_bands = [(r, b) for r, b in with_bands if b is not None and len(b["update"])]
     if not with_bands:
         st.info("No is/log_ratio_quantiles records in these runs.")
@@ -114,9 +118,9 @@ def bands_chart(loaded: list[runs.Run], cursor: int) -> None:
     for ax, (run, b) in zip(axes.flat, with_bands):
         x = b["update"]
         for lo, hi, alpha in ((0.05, 0.95, 0.2), (0.25, 0.75, 0.45)):
-            ax.fill_between(x, runs.quantile(b, lo), runs.quantile(b, hi), color=BAND_COLOR, alpha=alpha, lw=0,
+            ax.fill_between(x, an.quantile(b, lo), an.quantile(b, hi), color=BAND_COLOR, alpha=alpha, lw=0,
                             label=f"q{100 * lo:02.0f}-q{100 * hi:02.0f}")
-        ax.plot(x, runs.quantile(b, 0.5), color="k", lw=1, label="median")
+        ax.plot(x, an.quantile(b, 0.5), color="k", lw=1, label="median")
         ax.axhline(0, color="grey", lw=0.5)
         ax.axvline(cursor, color="k", ls=":", lw=1)
         ax.set_title(run.name, fontsize=9)
@@ -140,7 +144,7 @@ def tokens_html(tokens: list[dict]) -> str:
     return f"<table><tr><th>context, then the masked token</th><th>log_ratio</th></tr>{rows}</table>"
 
 
-def masked_section(loaded: list[runs.Run], cursor: int) -> None:
+def masked_section(loaded: list[rd.Run], cursor: int) -> None:
     llm = [r for r in loaded if r.kind == "llm"]
     if not llm:
         st.caption("Masked tokens are logged by LLM runs only (config.json kind 'llm', rows with masked_tokens).")
@@ -148,8 +152,8 @@ def masked_section(loaded: list[runs.Run], cursor: int) -> None:
     names = [r.name for r in llm]
     name = st.selectbox("LLM run", names, key="llm_run") if len(names) > 1 else names[0]
     run = llm[names.index(name)]
-    found, tokens = runs.masked_tokens_at(run, cursor)
-    total = runs.masked_token_count(run)
+    found, tokens = an.masked_tokens_at(run, cursor)
+    total = an.masked_token_count(run)
     if found is None:
         st.info(f"{run.name}: no masked tokens logged at or before update {cursor} ({total} in the whole run).")
         return
@@ -172,13 +176,15 @@ if path is None:
     st.stop()
 try:
     loaded = runs_ui(path)
-except runs.RunDirError as e:
+except rd.RunDirError as e:
     st.error(f"Cannot open this directory: {e}")
     st.stop()
 if not loaded:
     st.info("Pick at least one readable run in the sidebar.")
     st.stop()
 
+for r in loaded:
+    status_note(r.status, r.torn, name=r.name)
 kinds = sorted({r.kind for r in loaded})
 st.caption(f"`{path}`: {len(loaded)} run(s) shown, kind {', '.join(kinds)}, "
            f"{sum(len(r.rows) for r in loaded)} logged updates.")

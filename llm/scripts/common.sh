@@ -30,6 +30,6 @@ COMMON=(
   --model "$MODEL" --task gsm8k --data "$DATA" --eval-data "$EVAL_DATA"
   --prompts-per-step 64 --group-size 8 --updates-per-step 4 --micro-batch-size 8
   --lr 1e-6 --max-grad-norm 1.0 --max-new-tokens 512 --temperature 1.0 --tau 0.04
-  --total-updates 400 --eval-every 40 --eval-prompts 256 --hist-every 10
+  --updates 400 --eval-every 40 --eval-prompts 256 --hist-every 10
   --checkpoint-every 40 --gradient-checkpointing --bf16 --device cuda
 )

@@ -2,4 +2,4 @@
 # grpo at staleness 256 (see common.sh for the scaled-down paper settings). Re-run with
 # --resume to continue after an interruption:  m2po-lab train-llm --resume $OUT_ROOT/grpo_s256
 source "$(dirname "$0")/common.sh"
-m2po-lab train-llm "${COMMON[@]}" --loss grpo --staleness 256 --out "$OUT_ROOT/grpo_s256"
+m2po-lab train-llm "${COMMON[@]}" --method grpo --staleness 256 --out "$OUT_ROOT/grpo_s256"

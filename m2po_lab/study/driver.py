@@ -1,18 +1,28 @@
-"""Run a study to disk: config -> setup -> loop -> log; resumable, one line per update per run."""
+"""Run a study to disk: check the directory -> lock -> setup -> loop -> log -> report.
+
+The directory is checked before anything is written: a new (or empty) directory starts a
+study; one holding the same study resumes it from its checkpoint, exactly; a finished
+study is left untouched (``force=True`` starts over); anything else is refused with a
+``RunDirError`` saying what to do. One process writes a study at a time (a lock).
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
-from ..runlog import atomic_torch_save, atomic_write_text, json_number, log_ratio_histograms, read_metrics
+from .. import rundir as rd
+from ..histograms import log_ratio_histograms
 from .config import StudyConfig
 from .runner import BatchedStudy
 
-CHECKPOINT = "checkpoint.pt"
+OWNED = (rd.CONFIG, rd.SUMMARY, rd.REPORT, rd.CHECKPOINT, rd.CHECKPOINT + ".tmp", rd.RUNS, "figures")
+"""What a study writes in its directory (``force`` removes exactly these)."""
 
 
 def _rows(study: BatchedStudy, out: dict, per_run: list[dict]) -> list[dict]:
@@ -29,56 +39,117 @@ def _rows(study: BatchedStudy, out: dict, per_run: list[dict]) -> list[dict]:
     for r in range(len(study.specs)):
         row = {"update": u}
         row.update({k: v[r] for k, v in common.items()})
-        row.update({k: json_number(v) for k, v in zip(keys_by_run[r], flat[r])})
+        row.update({k: rd.json_number(v) for k, v in zip(keys_by_run[r], flat[r])})
         rows.append(row)
     return rows
 
 
-def _check_out_dir(cfg: StudyConfig, out: Path) -> bool:
-    """True when ``out`` holds a resumable study of the same config; error when it holds another."""
-    cfg_path = out / "config.json"
-    if not cfg_path.exists():
-        if out.exists() and any(out.iterdir()):
-            raise ValueError(f"out={str(out)!r} exists and is not a study directory; choose an empty or new directory")
-        return False
-    saved = json.loads(cfg_path.read_text())
-    if saved != json.loads(json.dumps(cfg.to_dict())):
-        raise ValueError(
-            f"out={str(out)!r} holds a study with a different config; use a new --out, or the same options to resume"
-        )
-    return True
+def _config_doc(cfg: StudyConfig, env: dict) -> dict:
+    return {"format": rd.FORMAT, "kind": "study", "config": json.loads(json.dumps(cfg.to_dict())), "environment": env}
 
 
-def run_study(cfg: StudyConfig, out_dir, progress: bool = True, threads: int = 1) -> dict:
-    """Train every run of ``cfg``, writing ``out_dir`` (see docs/run_format.md); resume if interrupted.
+def inspect_out_dir(cfg: StudyConfig, out: Path) -> str:
+    """``"new"``, ``"resume"`` or ``"finished"`` for a study of ``cfg`` in ``out``; ``RunDirError`` otherwise.
+
+    Reads only: nothing is written before the directory has been judged usable.
+    """
+    if out.exists() and not out.is_dir():
+        raise rd.RunDirError(f"out={str(out)!r} is a file, not a directory; choose a new directory")
+    if not (out / rd.CONFIG).exists():
+        others = [p.name for p in out.iterdir() if p.name != rd.LOCK] if out.exists() else []
+        if others:
+            raise rd.RunDirError(f"out={str(out)!r} exists and is not a study directory (it holds {sorted(others)[:3]}); "
+                                 "choose an empty or new directory")
+        return "new"
+    doc = rd.read_config(out, "study")
+    if doc["config"] != json.loads(json.dumps(cfg.to_dict())):
+        raise rd.RunDirError(f"out={str(out)!r} holds a study with a different config; use a new --out, or the same "
+                             "options to resume it")
+    return "finished" if (out / rd.SUMMARY).exists() else "resume"
+
+
+def _start_over(out: Path) -> None:
+    for name in OWNED:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def run_study(cfg: StudyConfig, out_dir, progress: bool = True, threads: int = 1, force: bool = False) -> dict:
+    """Train every run of ``cfg`` into ``out_dir`` (docs/run_format.md); resume if interrupted.
 
     Returns the summary (also written to ``summary.json``, with ``report.md`` and figures).
+    A finished study is not retrained: its summary is returned with ``"already_finished":
+    True``, unless ``force`` (then the study's files are removed and it starts over).
     """
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    out = Path(out_dir)
+    state = inspect_out_dir(cfg, out)
+    if state == "finished" and not force:
+        return {**rd.read_json(out / rd.SUMMARY, "study summary"), "already_finished": True}
+    try:
+        lock = rd.DirLock(out).__enter__()
+    except OSError as e:
+        raise rd.RunDirError(f"cannot write out={str(out)!r}: {e.strerror}") from None
+    try:
+        state = inspect_out_dir(cfg, out)  # again, under the lock: another process may have moved on
+        if state == "finished" and not force:
+            return {**rd.read_json(out / rd.SUMMARY, "study summary"), "already_finished": True}
+        if force and state != "new":
+            _start_over(out)
+            state = "new"
+        torch.set_num_threads(threads)  # tiny tensors: one thread is fastest on a small CPU
+        return _train(cfg, out, resume=state == "resume", progress=progress)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _open(cfg: StudyConfig, out: Path, resume: bool):
+    """(study, start_reward, environment, wall seconds so far) ready to train: fresh, or from the checkpoint."""
+    env = rd.environment("cpu")
+    ckpt = rd.load_checkpoint(out) if resume else None
+    if resume:
+        changes = rd.environment_changes(rd.read_config(out, "study").get("environment"), env)
+        if changes and ckpt is not None:
+            warnings.warn(f"resuming {str(out)!r} in a different environment ({'; '.join(changes)}): the result "
+                          "may differ from an uninterrupted run", RuntimeWarning, stacklevel=3)
+    study = BatchedStudy(cfg, warm_start=ckpt is None)
+    if ckpt is not None:
+        study.load_state_dict(ckpt["study"])
+        return study, ckpt["start_reward"], env, float(ckpt["wall_s"])
+    start_reward = study.evaluate().tolist()
+    rd.write_json(out / rd.CONFIG, _config_doc(cfg, env))
+    return study, start_reward, env, 0.0
+
+
+def _train(cfg: StudyConfig, out: Path, resume: bool, progress: bool) -> dict:
     from .report import write_report  # matplotlib only when needed
 
-    torch.set_num_threads(threads)  # tiny tensors: one thread is fastest on a small CPU
-    out = Path(out_dir)
-    resuming = _check_out_dir(cfg, out)
-    study = BatchedStudy(cfg)
-    run_dirs = [out / "runs" / s.name for s in study.specs]
-    start_reward = None
-    if resuming and (out / CHECKPOINT).exists():
-        state = torch.load(out / CHECKPOINT, weights_only=True)
-        study.load_state_dict(state["study"])
-        start_reward = state["start_reward"]
-    if start_reward is None:
-        start_reward = study.evaluate().tolist()
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
-    files = []
-    for d, spec, s0 in zip(run_dirs, study.specs, start_reward):
+    study, start_reward, env, wall = _open(cfg, out, resume)
+    writers = []
+    for spec, s0 in zip(study.specs, start_reward):
+        d = out / rd.RUNS / spec.name
         d.mkdir(parents=True, exist_ok=True)
-        run_cfg = {"kind": "toy", "method": spec.method, "staleness": spec.staleness, "seed": spec.seed,
-                   "start_reward": s0, "study": cfg.to_dict()}
-        atomic_write_text(d / "config.json", json.dumps(run_cfg, indent=2))
-        kept = read_metrics(d / "metrics.jsonl", before=study.update)  # drop lines past the checkpoint
-        atomic_write_text(d / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
-        files.append(open(d / "metrics.jsonl", "a"))
+        rd.write_json(d / rd.CONFIG, {"format": rd.FORMAT, "kind": "toy", "method": spec.method,
+                                      "staleness": spec.staleness, "seed": spec.seed, "start_reward": s0,
+                                      "config": cfg.to_dict()})
+    try:
+        for spec in study.specs:  # checks every metrics file agrees with the checkpoint
+            writers.append(rd.MetricsWriter(out / rd.RUNS / spec.name / rd.METRICS, start=study.update))
+        wall = _loop(cfg, out, study, start_reward, writers, progress, wall)
+    finally:
+        for w in writers:
+            w.close()
+    summary = write_report(cfg, out, study.specs, start_reward, wall, env)
+    rd.remove_checkpoint(out)  # finished: summary.json is written, nothing left to resume
+    return summary
+
+
+def _loop(cfg, out, study, start_reward, writers, progress, wall_before: float) -> float:
+    """Train to the end, writing rows and checkpoints; returns the study's wall seconds (all sessions)."""
     bar = None
     if progress:
         from tqdm import tqdm
@@ -96,21 +167,18 @@ def run_study(cfg: StudyConfig, out_dir, progress: bool = True, threads: int = 1
             if u % cfg.hist_every == 0 or u == cfg.updates - 1:
                 for row, h in zip(rows, log_ratio_histograms(out_t["_log_ratio"], out_t["_entropy"])):
                     row.update(h)
-            for f, row in zip(files, rows):
-                f.write(json.dumps(row) + "\n")
+            for w, row in zip(writers, rows):
+                w.write(row)
             if cfg.checkpoint_every and study.update % cfg.checkpoint_every == 0 and study.update < cfg.updates:
-                for f in files:
-                    f.flush()
-                atomic_torch_save({"study": study.state_dict(), "start_reward": start_reward}, out / CHECKPOINT)
+                for w in writers:
+                    w.sync()  # every line up to the checkpoint is on disk before the checkpoint claims it
+                rd.save_checkpoint(out, {"update": study.update, "study": study.state_dict(),
+                                         "start_reward": start_reward, "wall_s": wall_before + time.time() - t0})
             if bar is not None:
                 bar.update(1)
                 if u % 20 == 0:
                     bar.set_postfix(reward=f"{sum(r['reward'] for r in rows) / len(rows):.3f}")
     finally:
-        for f in files:
-            f.close()
         if bar is not None:
             bar.close()
-    wall = time.time() - t0
-    (out / CHECKPOINT).unlink(missing_ok=True)
-    return write_report(cfg, out, study.specs, start_reward, wall)
+    return wall_before + time.time() - t0

@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .config import StudyConfig
-from ..runlog import read_metrics
+from .. import rundir as rd
 from .runner import RunSpec
 
 
@@ -54,7 +54,7 @@ def _band(ax, curves: list[tuple[np.ndarray, np.ndarray]], label, color=None, lo
 def make_figures(out: Path, specs: list[RunSpec], cfg: StudyConfig, entropy_bins: dict | None) -> list[Path]:
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
-    rows = {s: read_metrics(out / "runs" / s.name / "metrics.jsonl") for s in specs}
+    rows = {s: rd.read_metrics(out / rd.RUNS / s.name / rd.METRICS) for s in specs}
     by = defaultdict(list)
     for s in specs:
         by[(s.method, s.staleness)].append(s)

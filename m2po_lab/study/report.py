@@ -6,8 +6,9 @@ import json
 import statistics
 from pathlib import Path
 
+from .. import rundir as rd
+from ..rundir import atomic_write_text, pool_entropy_bins, read_metrics
 from .config import StudyConfig
-from ..runlog import atomic_write_text, read_metrics
 from .runner import RunSpec
 
 
@@ -17,7 +18,7 @@ def _eval_curve(rows: list[dict]) -> tuple[list[int], list[float]]:
 
 
 def summarize_run(spec: RunSpec, rows: list[dict], start_reward: float, updates: int, wall_s: float) -> dict:
-    """The summary.json entry of one run (definitions in the issue and docs/study.md)."""
+    """The summary.json entry of one run (definitions in docs/metrics.md)."""
     xs, ys = _eval_curve(rows)
     tail = [y for x, y in zip(xs, ys) if x >= 0.9 * updates] or ys[-1:]
     final = statistics.fmean(tail) if tail else float("nan")
@@ -129,28 +130,11 @@ def check_phenomena(runs: list[dict], entropy_bins: dict | None) -> list[dict]:
     return out
 
 
-def pool_entropy_bins(rows) -> dict | None:
-    """Token-weighted mean entropy per |r-1| bin over every ``entropy_by_ratio`` record in ``rows``."""
-    edges, ent_sum, counts = None, None, None
-    for row in rows:
-        b = row.get("entropy_by_ratio")
-        if not isinstance(b, dict):
-            continue
-        if edges is None:
-            edges, ent_sum, counts = b["edges"], [0.0] * len(b["counts"]), [0] * len(b["counts"])
-        for i, (e, n) in enumerate(zip(b["entropy"], b["counts"])):
-            ent_sum[i] += (e or 0.0) * n
-            counts[i] += n
-    if edges is None:
-        return None
-    return {"edges": edges, "entropy": [s / max(n, 1) for s, n in zip(ent_sum, counts)], "counts": counts}
-
-
 def entropy_by_ratio(out: Path, specs: list[RunSpec], staleness: int) -> dict | None:
     """Entropy-by-|r-1| bins pooled over every record of the runs at ``staleness``."""
     return pool_entropy_bins(
         row for spec in specs if spec.staleness == staleness
-        for row in read_metrics(out / "runs" / spec.name / "metrics.jsonl")
+        for row in read_metrics(out / rd.RUNS / spec.name / rd.METRICS)
     )
 
 
@@ -168,19 +152,20 @@ def _table(runs: list[dict], key: str) -> list[str]:
     return lines
 
 
-def write_report(cfg: StudyConfig, out: Path, specs: list[RunSpec], start_reward: list[float], wall_s: float) -> dict:
-    """summary.json, report.md and figures/ for a finished study in ``out``."""
+def write_report(cfg: StudyConfig, out: Path, specs: list[RunSpec], start_reward: list[float], wall_s: float,
+                 environment: dict | None = None) -> dict:
+    """figures/, report.md, then summary.json (written last: its presence marks the study finished)."""
     from .figures import make_figures
 
     runs = []
     for spec, s0 in zip(specs, start_reward):
-        rows = read_metrics(out / "runs" / spec.name / "metrics.jsonl")
+        rows = read_metrics(out / rd.RUNS / spec.name / rd.METRICS)
         runs.append(summarize_run(spec, rows, s0, cfg.updates, wall_s))
     hi = max(cfg.staleness)
     bins = entropy_by_ratio(out, specs, hi)
     checks = check_phenomena(runs, bins)
-    summary = {"config": cfg.to_dict(), "runs": runs, "phenomena": checks, "wall_s": wall_s}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    summary = {"config": cfg.to_dict(), "runs": runs, "phenomena": checks, "wall_s": wall_s,
+               "environment": environment}
     figures = make_figures(out, specs, cfg, bins)
     lines = [
         "# Staleness study",
@@ -207,5 +192,10 @@ def write_report(cfg: StudyConfig, out: Path, specs: list[RunSpec], start_reward
         mark = {True: "held", False: "did NOT hold", None: "not evaluated"}[c["held"]]
         lines.append(f"- **{c['phenomenon']}**: {mark}. {c['detail']}")
     lines += ["", "## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figures]
-    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    if environment:
+        lines += ["", "## Environment", "", *rd.environment_lines(environment), "",
+                  "The same command on another machine (CPU model, thread count, library versions) can give "
+                  "different numbers: float rounding differs and training amplifies it. Compare means over seeds."]
+    atomic_write_text(out / rd.REPORT, "\n".join(lines) + "\n")
+    atomic_write_text(out / rd.SUMMARY, json.dumps(summary, indent=2))
     return summary

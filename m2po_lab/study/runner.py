@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch.func import vmap
 
-from toy_envs import ForkingTextConfig, ForkingTextTask
+from toy_envs import ForkingTextTask
 from toy_envs import policies as pol
 
 from ..advantages import group_advantages
 from ..aggregation import aggregate
-from ..losses import LossConfig, get_loss
+from ..losses import get_loss
 from .config import StudyConfig
 
 EVAL_SEED = 12345
@@ -41,27 +41,27 @@ class RunSpec:
         return f"{self.method}_s{self.staleness}_seed{self.seed}"
 
 
+def token_dtype(vocab_size: int) -> torch.dtype:
+    """The narrowest integer dtype that holds token ids 0 .. vocab_size - 1 (the stale queue stores them)."""
+    for dtype in (torch.uint8, torch.int16, torch.int32):
+        if vocab_size - 1 <= torch.iinfo(dtype).max:
+            return dtype
+    return torch.int64
+
+
 def run_specs(cfg: StudyConfig) -> list[RunSpec]:
     return [RunSpec(m, s, sd) for m in cfg.methods for s in cfg.staleness for sd in cfg.seeds]
 
 
 def make_task(cfg: StudyConfig) -> ForkingTextTask:
-    return ForkingTextTask(
-        ForkingTextConfig(
-            n_prompts=cfg.n_prompts, length=cfg.length, vocab_size=cfg.vocab_size, n_forks=cfg.n_forks,
-            reward=cfg.reward, seed=cfg.task_seed,
-        )
-    )
-
-
-def loss_config(cfg: StudyConfig) -> LossConfig:
-    return LossConfig(tau=cfg.tau, eps_low=cfg.eps_low, eps_high=cfg.eps_high)
+    return ForkingTextTask(cfg.task_config())
 
 
 class BatchedStudy:
     """State of all runs of a study: parameters, optimizer, stale rollouts, RNG streams."""
 
-    def __init__(self, cfg: StudyConfig):
+    def __init__(self, cfg: StudyConfig, warm_start: bool = True):
+        """``warm_start=False`` skips the supervised warm start (a resume overwrites the parameters anyway)."""
         self.cfg = cfg
         self.specs = run_specs(cfg)
         self.task = make_task(cfg)
@@ -72,7 +72,7 @@ class BatchedStudy:
         seed_gens = pol.run_generators(seeds)
         pcfg = pol.PolicyConfig.for_task(self.task, hidden=cfg.hidden)
         init = pol.init_params(len(seeds), pcfg, seed_gens)
-        if cfg.warm_start_steps:
+        if cfg.warm_start_steps and warm_start:
             pol.supervised_warm_start(
                 init, self.task, cfg.warm_start_steps, cfg.warm_start_lr, seed_gens, fork_prior=cfg.fork_prior
             )
@@ -85,8 +85,10 @@ class BatchedStudy:
         self.opt = torch.optim.Adam(self.params.values(), lr=cfg.lr)
         self.depth = torch.tensor([s.staleness // cfg.updates_per_step for s in self.specs])  # (R,) steps
         self.rollouts: dict[int, dict[str, torch.Tensor]] = {}  # step -> batch of every run
+        self.batch: dict[str, torch.Tensor] | None = None  # the current rollout step's stale batch of every run
+        self.token_dtype = token_dtype(cfg.vocab_size)
         self.update = 0
-        self.loss_cfg = loss_config(cfg)
+        self.loss_cfg = cfg.loss
         self.groups: dict[str, list[int]] = {}
         for r, s in enumerate(self.specs):
             self.groups.setdefault(s.method, []).append(r)
@@ -104,8 +106,8 @@ class BatchedStudy:
         rewards = rewards.view(len(runs), -1)  # (R', N)
         adv = group_advantages(rewards.reshape(-1), G).view_as(rewards)  # (R', N)
         version_t = torch.full((len(runs),), version)
-        return dict(prompts=prompts, responses=responses.to(torch.uint8), old_logp=logp, rewards=rewards, adv=adv,
-                    version=version_t)  # token ids as uint8 (V <= 256): the queue is the memory
+        return dict(prompts=prompts, responses=responses.to(self.token_dtype), old_logp=logp, rewards=rewards,
+                    adv=adv, version=version_t)  # the narrowest token dtype that holds V: the queue is the memory
 
     def _stale_batch(self, step: int) -> dict[str, torch.Tensor]:
         """For every run, the rollout batch generated ``depth`` steps before ``step``."""
@@ -217,15 +219,23 @@ class BatchedStudy:
         }
 
     def steps(self):
-        """Yield ``(update_metrics, per_run_loss_metrics)`` after every optimizer update."""
+        """Yield ``(update_metrics, per_run_loss_metrics)`` after every optimizer update.
+
+        A rollout step generates one batch and trains ``updates_per_step`` mini-batches of it;
+        ``self.batch`` holds that batch, so a checkpoint taken mid-step resumes at the next
+        mini-batch of the same batch (exactly as the uninterrupted run).
+        """
         cfg = self.cfg
         n_mb = cfg.prompts_per_step * cfg.group_size // cfg.updates_per_step
         while self.update < cfg.updates:
-            step = self.update // cfg.updates_per_step
-            batch = self._stale_batch(step)
-            for m in range(cfg.updates_per_step):
+            step, first = divmod(self.update, cfg.updates_per_step)
+            if first == 0:
+                self.batch = self._stale_batch(step)
+            elif self.batch is None:
+                raise ValueError(f"update {self.update} is inside a rollout step but no step batch is loaded")
+            for m in range(first, cfg.updates_per_step):
                 rows = slice(m * n_mb, (m + 1) * n_mb)
-                yield self._update({k: (v[:, rows] if v.dim() > 1 else v) for k, v in batch.items()})
+                yield self._update({k: (v[:, rows] if v.dim() > 1 else v) for k, v in self.batch.items()})
                 if self.update >= cfg.updates:
                     return
 
@@ -238,6 +248,7 @@ class BatchedStudy:
             "opt": self.opt.state_dict(),
             "gens": [g.get_state() for g in self.gens],
             "rollouts": {str(k): v for k, v in self.rollouts.items()},
+            "batch": self.batch if self.update % self.cfg.updates_per_step else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -250,3 +261,4 @@ class BatchedStudy:
         for g, s in zip(self.gens, state["gens"]):
             g.set_state(s)
         self.rollouts = {int(k): v for k, v in state["rollouts"].items()}
+        self.batch = state["batch"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .config import get_preset
-from .runner import BatchedStudy
+from ..study.config import get_preset
+from ..study.runner import BatchedStudy
 
 
 def toy_policy_log_ratios(staleness: int, method: str = "no_tr", seed: int = 0, extra_updates: int = 100):
@@ -17,7 +17,7 @@ def toy_policy_log_ratios(staleness: int, method: str = "no_tr", seed: int = 0, 
     the mini-batch (each token carries its response's advantage), the shapes of
     :func:`m2po_lab.synthetic.synthetic_log_ratios`.
     """
-    cfg = get_preset("paper", methods=(method,), staleness=(staleness,), seeds=(seed,),
+    cfg = get_preset("default", methods=(method,), staleness=(staleness,), seeds=(seed,),
                      updates=staleness + extra_updates, eval_every=10**6, hist_every=10**6, checkpoint_every=0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -8,11 +8,12 @@ no ``app/`` and :func:`find_app` says so.
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-APP_HOME = Path(__file__).resolve().parent.parent / "app" / "Home.py"
+APP_HOME = Path(__file__).resolve().parents[2] / "app" / "Home.py"
 """Where the explorer's entry script is expected: ``<repo>/app/Home.py``."""
 
 
@@ -45,15 +46,25 @@ def streamlit_command(
     return cmd + [str(a) for a in extra_args]
 
 
-def launch(port: int | None, address: str = "127.0.0.1", headless: bool = True, extra_args=()) -> int:
+RUNS_ROOT_ENV = "M2PO_LAB_RUNS_ROOT"
+"""The explorer reads run directories only below this folder (``app/_common.py`` reads it)."""
+
+
+def launch(port: int | None, address: str = "127.0.0.1", headless: bool = True, extra_args=(),
+           runs_root=None) -> int:
     """Serve the explorer until it exits or Ctrl-C; returns Streamlit's exit code (130 on Ctrl-C).
 
-    Raises ``FileNotFoundError`` when ``app/Home.py`` is missing and ``ModuleNotFoundError``
-    when Streamlit is not installed (``pip install -e '.[app]'``).
+    ``runs_root`` (default: the current directory) bounds what the pages read. Raises
+    ``FileNotFoundError`` when ``app/Home.py`` or ``runs_root`` is missing and
+    ``ModuleNotFoundError`` when Streamlit is not installed (``pip install -e '.[app]'``).
     """
     if importlib.util.find_spec("streamlit") is None:
         raise ModuleNotFoundError("the explorer needs Streamlit: pip install -e '.[app]'")
-    proc = subprocess.Popen(streamlit_command(port, address, headless, extra_args))
+    root = Path(runs_root or os.getcwd()).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"runs_root={str(runs_root)!r} is not a directory")
+    env = {**os.environ, RUNS_ROOT_ENV: str(root)}
+    proc = subprocess.Popen(streamlit_command(port, address, headless, extra_args), env=env)
     try:
         return proc.wait()
     except KeyboardInterrupt:  # the terminal's Ctrl-C reached Streamlit too; let it shut down

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_choice, check_positive
+from .._checks import check_choice, check_positive
 
 KINDS = ("gaussian", "student_t")
 MIN_ABS_ADV = 1e-3

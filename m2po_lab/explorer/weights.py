@@ -24,10 +24,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import masking
-from ._checks import check_choice
-from .losses import LossConfig, get_loss
-from .metrics import importance_metrics
+from .. import masking
+from .._checks import check_choice
+from ..losses import LossConfig, get_loss
+from ..metrics import importance_metrics
 
 METHODS = ("no_tr", "grpo", "m2po", "m2po_released", "tis", "mis", "cispo")
 """The token-level losses compared token by token (GSPO is left out: its ratio is per sequence)."""

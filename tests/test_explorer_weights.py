@@ -1,10 +1,8 @@
-"""The explorer (AppTest, no browser), the numbers it shows (m2po_lab.explain), its data
-(m2po_lab.synthetic) and its launcher (m2po_lab.app_launcher)."""
+"""m2po_lab.explorer.weights: what each registered loss does to each token (the numbers page 1 shows)."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,10 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app_helpers import HOME, metric, open_page
-
-from m2po_lab import app_launcher
-from m2po_lab.explain import (
+from m2po_lab.explorer.synthetic import synthetic_log_ratios
+from m2po_lab.explorer.weights import (
     FATES,
     METHODS,
     QUADRANTS,
@@ -28,74 +24,8 @@ from m2po_lab.explain import (
 )
 from m2po_lab.losses import LossConfig
 from m2po_lab.masking import m2po_keep_mask, trust_region_candidates, waterfill_threshold_tensor
-from m2po_lab.synthetic import synthetic_log_ratios
-
-PAGE1 = "pages/1_Importance_weights.py"
 
 
-# ---------------------------------------------------------------- the app (AppTest)
-
-
-def _page1(apptest):
-    return open_page(apptest, PAGE1, timeout=60)
-
-
-def test_home_renders(apptest):
-    at = apptest.from_file(str(HOME), default_timeout=60).run()
-    assert not at.exception
-    assert "stale rollouts" in at.markdown[0].value
-
-
-def test_page1_renders_defaults_and_matches_explain(apptest):
-    at = _page1(apptest)
-    assert len(at.get("image")) == 3  # histogram, scatter, weights
-    assert len(at.dataframe) == 2  # methods table, KL two-token table
-    log_ratio, adv, mask = synthetic_log_ratios(4000, "student_t", 0.1, 2, 0.5, 0)
-    ex = explain_batch(log_ratio, adv, mask, LossConfig(tau=0.04, eps_low=0.2, eps_high=0.2))
-    assert metric(at, "M2PO mask fraction") == f"{100 * ex['metrics']['m2po']['m2po/mask_frac']:.2f}%"
-    assert metric(at, "GRPO clip fraction") == f"{100 * ex['metrics']['grpo']['clip/frac']:.2f}%"
-    assert "Traceback" not in str(at)
-
-
-def test_tau_changes_mask_fraction(apptest):
-    at = _page1(apptest)
-    before = metric(at, "M2PO mask fraction")
-    at.select_slider(key="tau").set_value(0.01).run()
-    assert not at.exception
-    smaller_tau = metric(at, "M2PO mask fraction")
-    assert float(smaller_tau.rstrip("%")) > float(before.rstrip("%"))  # a tighter budget masks more
-    at.select_slider(key="tau").set_value(0.32).run()
-    assert metric(at, "M2PO mask fraction") == "0.00%"  # the whole batch is within the budget
-
-
-def test_toy_policy_source_staleness_changes_mask_fraction(apptest):
-    """log r from a real toy policy: a staler batch spreads wider, so M2PO masks more."""
-    at = _page1(apptest)
-    at.radio(key="source").set_value("toy policy at a staleness").run()
-    assert not at.exception, at.exception
-    at.select_slider(key="toy_staleness").set_value(0).run()
-    on_policy = float(metric(at, "M2PO mask fraction").rstrip("%"))
-    at.select_slider(key="toy_staleness").set_value(128).run()
-    assert not at.exception, at.exception
-    stale = float(metric(at, "M2PO mask fraction").rstrip("%"))
-    assert on_policy == 0.0 and stale > on_policy
-
-
-def test_other_widgets_rerun_cleanly(apptest):
-    at = _page1(apptest)
-    at.radio(key="source").set_value("Gaussian").run()  # the Gaussian source's widgets appear
-    assert not at.exception
-    at.slider(key="sigma").set_value(0.4)
-    at.slider(key="eps").set_value(0.1)
-    at.slider(key="pos_frac").set_value(1.0)
-    at.selectbox(key="method").set_value("grpo")
-    at.checkbox(key="symlog_x").uncheck()
-    at.slider(key="kl_shift").set_value(2.0).run()  # one rerun with all of them
-    assert not at.exception
-    assert any("def grpo_loss" in c.value for c in at.code)
-
-
-# ---------------------------------------------------------------- explain: weights through the real losses
 def _batch(n=600, kind="student_t", seed=0):
     return synthetic_log_ratios(n, kind, 0.15, 2, 0.5, seed)
 
@@ -218,60 +148,3 @@ def test_loss_sources_are_the_registered_functions():
         loss_sources("nope")
 
 
-# ---------------------------------------------------------------- synthetic
-@pytest.mark.parametrize("kind", ["gaussian", "student_t"])
-def test_synthetic_is_seeded_and_shaped(kind):
-    a = synthetic_log_ratios(300, kind, 0.2, 3, 0.3, seed=7)
-    b = synthetic_log_ratios(300, kind, 0.2, 3, 0.3, seed=7)
-    c = synthetic_log_ratios(300, kind, 0.2, 3, 0.3, seed=8)
-    for x, y in zip(a, b):
-        assert torch.equal(x, y)
-    assert not torch.equal(a[0], c[0])
-    log_ratio, adv, mask = a
-    assert log_ratio.shape == adv.shape == mask.shape == (1, 300) and mask.all()
-    assert adv.abs().min() >= 1e-3
-
-
-def test_synthetic_sign_mix_and_tails():
-    assert (synthetic_log_ratios(200, pos_frac=1.0)[1] > 0).all()
-    assert (synthetic_log_ratios(200, pos_frac=0.0)[1] < 0).all()
-    frac = (synthetic_log_ratios(20000, pos_frac=0.3, seed=1)[1] > 0).float().mean()
-    assert abs(frac - 0.3) < 0.02
-    gauss = synthetic_log_ratios(20000, "gaussian", 1.0, seed=2)[0]
-    heavy = synthetic_log_ratios(20000, "student_t", 1.0, 3, seed=2)[0]
-    kurt = lambda x: float((x - x.mean()).pow(4).mean() / x.var().pow(2))  # noqa: E731
-    assert kurt(gauss) < 3.3 < kurt(heavy)
-
-
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        ({"kind": "laplace"}, "accepted values: \\['gaussian', 'student_t'\\]"),
-        ({"n": 0}, "n must be"),
-        ({"scale": 0.0}, "scale must be"),
-        ({"kind": "student_t", "dof": 2.5}, "dof must be"),
-        ({"pos_frac": 1.5}, "pos_frac must be"),
-        ({"seed": None}, "seed must be"),
-    ],
-)
-def test_synthetic_bad_args(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        synthetic_log_ratios(**{"n": 10, **kwargs})
-
-
-# ---------------------------------------------------------------- launcher
-def test_launcher_command():
-    cmd = app_launcher.streamlit_command(8765, "127.0.0.1", True, ["--server.runOnSave", "false"])
-    assert cmd[1:4] == ["-m", "streamlit", "run"] and Path(cmd[4]) == HOME
-    joined = " ".join(cmd)
-    assert "--server.address 127.0.0.1" in joined and "--server.headless true" in joined
-    assert "--server.port 8765" in joined and cmd[-2:] == ["--server.runOnSave", "false"]
-    assert "--server.port" not in app_launcher.streamlit_command(None)
-    with pytest.raises(ValueError, match="port"):
-        app_launcher.streamlit_command(0)
-
-
-def test_launcher_missing_app(monkeypatch, tmp_path):
-    monkeypatch.setattr(app_launcher, "APP_HOME", tmp_path / "app" / "Home.py")
-    with pytest.raises(FileNotFoundError, match="pip install -e"):
-        app_launcher.launch(None)
