@@ -18,8 +18,7 @@ from app_helpers import TINY_STUDY, write_run
 from m2po_lab import rundir as rd
 from m2po_lab.explorer import analysis as an
 from m2po_lab.study import get_preset, read_metrics
-from m2po_lab.study.report import entropy_by_ratio
-from m2po_lab.study.runner import RunSpec
+from m2po_lab.study.figures import pooled_entropy_bins
 
 NAMES = ["grpo_s0_seed0", "grpo_s8_seed0", "m2po_s0_seed0", "m2po_s8_seed0"]
 TOKENS = [{"text": "12 + 30 = ", "token": "4", "log_ratio": 1.25}, {"text": "a | b", "token": "<x>", "log_ratio": -0.5}]
@@ -92,8 +91,7 @@ def test_seed_band_of_one_seed_is_the_series(study_dir):
 
 def test_pooled_entropy_matches_the_report(study_dir):
     study = rd.load_study(study_dir)
-    specs = [RunSpec(r.method, r.staleness, r.seed) for r in study.runs]
-    ref = entropy_by_ratio(study_dir, specs, 8)
+    ref = pooled_entropy_bins(study, 8)
     ours = an.pooled_entropy_by_ratio(an.select(study.runs, staleness=8))
     assert ours["edges"] == ref["edges"] and list(ours["counts"]) == ref["counts"]
     seen = np.asarray(ref["counts"]) > 0

@@ -143,7 +143,7 @@ def _train(cfg: StudyConfig, out: Path, resume: bool, progress: bool) -> dict:
     finally:
         for w in writers:
             w.close()
-    summary = write_report(cfg, out, study.specs, start_reward, wall, env)
+    summary = write_report(cfg, out, wall, env)
     rd.remove_checkpoint(out)  # finished: summary.json is written, nothing left to resume
     return summary
 
