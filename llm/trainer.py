@@ -155,7 +155,7 @@ def train_minibatch(model, optimizer, batch: dict, rows: slice, cfg: TrainConfig
     mask = mask_cpu[:, :R].to(device)  # (b, R)
     old_logp = batch["old_logp"][rows, :R].to(device)  # (b, R)
     adv = batch["adv"][rows].to(device)  # (b,)
-    n_tokens = mask.sum()  # mini-batch valid tokens: the token-mean denominator
+    n_tokens = int(mask_cpu[:, :R].sum())  # mini-batch valid tokens: the token-mean denominator (CPU, no sync)
     micro = [slice(i, i + cfg.micro_batch_size) for i in range(0, ids.shape[0], cfg.micro_batch_size)]
     state = None
     if cfg.mask_scope == "minibatch" and has_state and len(micro) > 1:

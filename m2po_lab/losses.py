@@ -4,165 +4,52 @@
 
 - ``logp`` (B, T): log pi_theta of the sampled tokens (carries the gradient).
 - ``old_logp`` (B, T): log pi_behav, the (possibly stale) policy that sampled them.
-- ``adv`` (B,) or (B, T): advantages (detached). ``mask`` (B, T): valid tokens.
+- ``adv`` (B,) or (B, T): advantages (detached). ``mask`` (B, T): valid tokens (bool or 0/1).
 - ``per_token_loss`` (B, T): the quantity to *minimise* (the negated surrogate),
   zero at padding; reduce it with :func:`m2po_lab.aggregation.aggregate`.
 - ``metrics``: detached 0-d tensors under namespaced keys; the logger syncs them once.
 
 ``log_ratio = logp - old_logp`` and ``ratio = exp(log_ratio)``. With ``logp == old_logp``
 every loss here has the gradient of the on-policy policy gradient ``-A * grad logp``.
+Inputs may be bf16, fp16, float32 or float64: everything from ``log_ratio`` on is computed
+in float32 or wider (``per_token_loss`` is float32 for low-precision inputs), and the
+gradient flows back to ``logp`` in its own dtype.
 
 ``clip/frac`` is the fraction of valid tokens whose gradient the method zeroes (clipped
 or masked). ``batch_state`` lets a trainer decide M2PO's mask over a whole optimizer
-mini-batch and then run the backward pass in micro-batches (see :func:`batch_state`).
+mini-batch -- on one process or across data-parallel ranks (``group=``) -- and then run
+the backward pass in micro-batches (see :func:`batch_state`).
+
+The registry, :class:`LossConfig` and the shared pieces live in
+:mod:`m2po_lab.loss_registry` (re-exported here). The M2PO family (``m2po``,
+``m2po_released``, ``m2po_areal``) follows the classic losses; each has a batch-state
+function, so its batch statistic can be decided over a whole optimizer mini-batch, on one
+process or across data-parallel ranks (``batch_state(..., group=)``).
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
-from typing import Callable
+import math
 
 import torch
 
-from ._checks import REGIONS, check_choice, check_policy_inputs, check_positive
+from .loss_registry import (
+    LOSSES,
+    LossConfig,
+    _dual_clip,
+    _finish,
+    _grad_carrier,
+    _ppo_clip,
+    _prepare,
+    _ratio,
+    batch_state,
+    get_loss,
+    prox_log_ratio,
+    register_loss,
+    slice_state,
+)
 from .masking import m2po_mask, trust_region_candidates, waterfill_threshold_tensor
-from .metrics import importance_metrics, masked_mean
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Hyperparameters of every registered loss (each loss reads its own fields)."""
-
-    eps_low: float = 0.2
-    """GRPO/PPO lower clip, r >= 1 - eps_low (PPO arXiv 1707.06347 Eq. 7)."""
-    eps_high: float = 0.2
-    """GRPO/PPO upper clip, r <= 1 + eps_high; DAPO's clip-higher uses 0.28 (arXiv 2503.14476)."""
-    dual_clip_c: float | None = None
-    """Dual-clip bound c > 1 on -A*r for A < 0 (Ye et al., arXiv 1912.09729; verl uses 3.0); None: off."""
-    gspo_eps_low: float = 3e-4
-    """GSPO lower clip of the sequence ratio (arXiv 2507.18071, its experiments' setting)."""
-    gspo_eps_high: float = 4e-4
-    """GSPO upper clip of the sequence ratio (arXiv 2507.18071, its experiments' setting)."""
-    tis_cap: float = 2.0
-    """Truncated IS cap C in min(r, C) (Yao et al. 2025, 'off-policy RL training'; verl's default 2)."""
-    mis_low: float = 0.5
-    """Masked IS: tokens with r < mis_low get no gradient (IcePop's alpha = 0.5)."""
-    mis_high: float = 5.0
-    """Masked IS: tokens with r > mis_high get no gradient (IcePop's beta = 5)."""
-    cispo_eps_low: float = 1.0
-    """CISPO lower clip of the detached weight; 1.0 = no lower bound (MiniMax-M1, arXiv 2506.13585)."""
-    cispo_eps_high: float = 0.28
-    """CISPO upper clip of the detached weight (MiniMax-M1 tunes only this one)."""
-    tau: float = 0.04
-    """M2PO second-moment budget (arXiv 2510.01161, used for every model in the paper)."""
-    region: str = "harmful"
-    """M2PO candidates: 'harmful' = (A>0, r>1) or (A<0, r<1) (paper); 'all' (AReaL)."""
-    released_floor_low: float | None = None
-    """m2po_released: minimum lower clip width (released code has 0.3, switched off); None: off."""
-    released_floor_high: float | None = None
-    """m2po_released: minimum upper clip width (released code has 0.5, switched off); None: off."""
-    log_ratio_clamp: float | None = 20.0
-    """Safety clamp on the log-ratio *value* (verl clamps at 20); the gradient still flows."""
-
-    def __post_init__(self):
-        for name in ("eps_low", "eps_high", "gspo_eps_low", "gspo_eps_high", "cispo_eps_high"):
-            check_positive(name, getattr(self, name))
-        for name in ("eps_low", "gspo_eps_low"):
-            if getattr(self, name) >= 1:
-                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)!r}")
-        if not 0 < self.cispo_eps_low <= 1:
-            raise ValueError(f"cispo_eps_low must be in (0, 1], got {self.cispo_eps_low!r}")
-        if self.dual_clip_c is not None and not self.dual_clip_c > 1:
-            raise ValueError(f"dual_clip_c must be None or > 1, got {self.dual_clip_c!r}")
-        check_positive("tis_cap", self.tis_cap)
-        check_positive("mis_low", self.mis_low)
-        if not self.mis_high > self.mis_low:
-            raise ValueError(f"mis_high must be > mis_low={self.mis_low!r}, got {self.mis_high!r}")
-        check_positive("tau", self.tau)
-        check_choice("region", self.region, REGIONS)
-        for name in ("released_floor_low", "released_floor_high", "log_ratio_clamp"):
-            if getattr(self, name) is not None:
-                check_positive(name, getattr(self, name))
-
-
-LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
-LOSSES: dict[str, LossFn] = {}
-_BATCH_STATE: dict[str, Callable] = {}
-
-
-def register_loss(name: str, batch_state: Callable | None = None):
-    """Register a loss under ``name``, optionally with a mini-batch-scope state function.
-
-    Decorates the pure core ``compute(log_ratio, adv, mask, cfg, **state)`` (log_ratio and
-    adv (B, T), mask bool (B, T), padding already zeroed, cfg a LossConfig) and returns the
-    public loss with the package signature, which validates its inputs and calls the core.
-    The core stays reachable as ``LOSSES[name].compute``: free of host syncs and Python
-    branches on data, it can be ``torch.func.vmap``-ed over independent runs (the toy
-    study trains 45 runs at once that way).
-    """
-
-    def deco(compute: Callable) -> LossFn:
-        @functools.wraps(compute)
-        def loss_fn(logp, old_logp, adv, mask, cfg=None, **state):
-            cfg, log_ratio, adv, mask = _prepare(logp, old_logp, adv, mask, cfg)
-            return compute(log_ratio, adv, mask, cfg, **state)
-
-        loss_fn.compute = compute
-        LOSSES[name] = loss_fn
-        if batch_state is not None:
-            _BATCH_STATE[name] = batch_state
-        return loss_fn
-
-    return deco
-
-
-def get_loss(name: str) -> LossFn:
-    """The registered loss ``name``; ``ValueError`` listing the names otherwise."""
-    check_choice("loss", name, LOSSES)
-    return LOSSES[name]
-
-
-# ---------------------------------------------------------------- shared pieces
-def _prepare(logp, old_logp, adv, mask, cfg):
-    """Validate, zero the padding (so no NaN reaches a gradient), form log_ratio."""
-    cfg = LossConfig() if cfg is None else cfg
-    if not isinstance(cfg, LossConfig):
-        raise ValueError(f"cfg must be a LossConfig or None, got {type(cfg).__name__}")
-    adv, mask = check_policy_inputs(logp, old_logp, adv, mask)
-    zero = torch.zeros_like(logp)
-    logp = torch.where(mask, logp, zero)  # (B, T)
-    old_logp = torch.where(mask, old_logp.detach().to(logp.dtype), zero)  # (B, T)
-    adv = torch.where(mask, adv.detach().to(logp.dtype), zero)  # (B, T)
-    return cfg, logp - old_logp, adv, mask
-
-
-def _ratio(log_ratio: torch.Tensor, clamp: float | None) -> torch.Tensor:
-    """exp(log_ratio), its value clamped to exp(+-clamp); gradient ratio * grad(log_ratio)."""
-    value = log_ratio.detach()
-    if clamp is not None:
-        value = value.clamp(-clamp, clamp)
-    return value.exp() * torch.exp(log_ratio - log_ratio.detach())  # (B, T)
-
-
-def _grad_carrier(log_ratio: torch.Tensor) -> torch.Tensor:
-    """Equals 1; its gradient is grad(logp). Times a detached weight w: value w, gradient w * grad logp."""
-    return torch.exp(log_ratio - log_ratio.detach())
-
-
-def _finish(per_token, mask, zero_grad, log_ratio, extra=None):
-    per_token = torch.where(mask, per_token, torch.zeros_like(per_token))
-    metrics = importance_metrics(log_ratio, mask)
-    metrics["clip/frac"] = masked_mean(zero_grad.float(), mask)
-    metrics.update(extra or {})
-    return per_token, metrics
-
-
-def _ppo_clip(ratio, adv, low, high):
-    """max(-A r, -A clip(r, low, high)) and where the clipped (gradient-free) branch wins."""
-    pg_loss1 = -adv * ratio  # (B, T)
-    pg_loss2 = -adv * torch.clamp(ratio, low, high)  # (B, T)
-    return torch.maximum(pg_loss1, pg_loss2), pg_loss2 > pg_loss1
+from .metrics import masked_mean
 
 
 # ---------------------------------------------------------------- the losses
@@ -182,9 +69,7 @@ def grpo_loss(log_ratio, adv, mask, cfg):
         "clip/frac_low": masked_mean((clipped & (adv < 0)).float(), mask),
     }
     if cfg.dual_clip_c is not None:
-        pg_loss3 = -adv * cfg.dual_clip_c  # (B, T)
-        dual = (adv < 0) & (pg_loss3 < per_token)
-        per_token = torch.where(dual, pg_loss3, per_token)
+        per_token, dual = _dual_clip(per_token, adv, cfg.dual_clip_c)
         clipped = clipped | dual
         extra["clip/frac_dual"] = masked_mean(dual.float(), mask)
     return _finish(per_token, mask, clipped, log_ratio, extra)
@@ -265,6 +150,7 @@ def cispo_loss(log_ratio, adv, mask, cfg):
     return _finish(per_token, mask, torch.zeros_like(mask), log_ratio, extra)
 
 
+# ---------------------------------------------------------------- the M2PO family
 def _m2po_metrics(m2, cand, kept, mask, threshold):
     return {
         "m2po/m2_before": masked_mean(m2, cand),
@@ -276,9 +162,46 @@ def _m2po_metrics(m2, cand, kept, mask, threshold):
     }
 
 
-def _m2po_state(logp, old_logp, adv, mask, cfg=None):
-    cfg, log_ratio, adv, mask = _prepare(logp.detach(), old_logp, adv, mask, cfg)
-    return {"keep": m2po_mask(log_ratio, adv, mask, cfg.tau, cfg.region).keep}
+def _smallest_masked(abs_lr, masked):
+    """min |log r| over the masked tokens, inf if none (0-d, no host sync)."""
+    values = torch.where(masked, abs_lr, torch.full_like(abs_lr, math.inf))
+    return values.amin() if values.numel() else abs_lr.new_tensor(math.inf)
+
+
+def _prepare_state(logp, old_logp, adv, mask, cfg, group, prox_logp=None):
+    """``_prepare`` (and the proximal log-ratio) for a batch state, plus the error a rank found.
+
+    On one process an input error raises at once. On a rank of ``group`` it is returned
+    instead (with empty placeholders), so the exchange raises it on every rank and no
+    rank waits for this one.
+    """
+    try:
+        cfg, log_ratio, adv, mask = _prepare(logp.detach(), old_logp, adv, mask, cfg)
+        prox = log_ratio if prox_logp is None else prox_log_ratio("m2po_areal", prox_logp, old_logp, mask)
+        return cfg, log_ratio, adv, mask, prox, None
+    except ValueError as err:
+        if group is None:
+            raise
+        device = logp.device if isinstance(logp, torch.Tensor) else None
+        empty = torch.zeros(0, 0, device=device)
+        cfg = cfg if isinstance(cfg, LossConfig) else LossConfig()
+        return cfg, empty, empty, empty.bool(), empty, err
+
+
+def _decide(log_ratio, adv, mask, tau, region, rule, group, error=None):
+    """(keep, number of candidates, number kept) over this batch, or over ``group``'s ranks."""
+    if group is None:
+        out = m2po_mask(log_ratio, adv, mask, tau, region, rule)
+        return out.keep, out.candidates.sum(), (out.candidates & out.keep).sum()
+    from .distributed import global_m2po_mask
+
+    out = global_m2po_mask(log_ratio, adv, mask, group, tau, region, rule, error=error)
+    return out.keep, out.num_candidates, out.num_kept
+
+
+def _m2po_state(logp, old_logp, adv, mask, cfg=None, group=None):
+    cfg, log_ratio, adv, mask, _, error = _prepare_state(logp, old_logp, adv, mask, cfg, group)
+    return {"keep": _decide(log_ratio, adv, mask, cfg.tau, cfg.region, "algorithm1", group, error)[0]}
 
 
 @register_loss("m2po", batch_state=_m2po_state)
@@ -290,7 +213,7 @@ def m2po_loss(log_ratio, adv, mask, cfg, *, keep=None):
     candidates until their mean M2 <= tau). Here ``l_it = -M_it r_it A_it``; masked tokens
     keep their place in the ``token-mean`` denominator. ``keep`` (B, T): a mask decided
     over a larger mini-batch (see :func:`batch_state`); None decides it over this batch.
-    ``m2po/threshold``: |log r| of the smallest masked candidate (inf if none).
+    ``m2po/threshold``: |log r| of the smallest masked candidate here (inf if none).
     """
     lr = log_ratio.detach()
     cand = trust_region_candidates(lr, adv, mask, cfg.region)  # (B, T)
@@ -301,17 +224,19 @@ def m2po_loss(log_ratio, adv, mask, cfg, *, keep=None):
     keep = keep.bool() & mask
     ratio = _ratio(log_ratio, cfg.log_ratio_clamp)
     per_token = torch.where(keep, -adv * ratio, torch.zeros_like(ratio))
-    m2 = lr.square()
-    masked_abs = torch.where(cand & ~keep, lr.abs(), torch.full_like(lr, float("inf")))
-    threshold = masked_abs.amin() if masked_abs.numel() else lr.new_tensor(float("inf"))
-    extra = _m2po_metrics(m2, cand, keep, mask, threshold)
+    threshold = _smallest_masked(lr.abs(), cand & ~keep)
+    extra = _m2po_metrics(lr.square(), cand, keep, mask, threshold)
     return _finish(per_token, mask, mask & ~keep, log_ratio, extra)
 
 
-def _released_state(logp, old_logp, adv, mask, cfg=None):
-    cfg, log_ratio, adv, mask = _prepare(logp.detach(), old_logp, adv, mask, cfg)
+def _released_state(logp, old_logp, adv, mask, cfg=None, group=None):
+    cfg, log_ratio, adv, mask, _, error = _prepare_state(logp, old_logp, adv, mask, cfg, group)
     cand = trust_region_candidates(log_ratio, adv, mask, cfg.region)
-    return {"threshold": waterfill_threshold_tensor(log_ratio.square(), cand, cfg.tau)}
+    if group is None:
+        return {"threshold": waterfill_threshold_tensor(log_ratio.square(), cand, cfg.tau)}
+    from .distributed import global_waterfill_threshold
+
+    return {"threshold": global_waterfill_threshold(log_ratio.square(), cand, group, cfg.tau, error=error)}
 
 
 @register_loss("m2po_released", batch_state=_released_state)
@@ -342,19 +267,85 @@ def m2po_released_loss(log_ratio, adv, mask, cfg, *, threshold=None):
     return _finish(per_token, mask, clipped, log_ratio, extra)
 
 
-def batch_state(name: str, logp, old_logp, adv, mask, cfg=None) -> dict[str, torch.Tensor]:
-    """Decide a loss's batch-level quantities over a whole optimizer mini-batch.
+def _kept_scale(n_valid, n_kept):
+    """``n_valid / n_kept`` (0-d float64): moves the masked tokens out of the token-mean denominator."""
+    n_valid = torch.as_tensor(n_valid).double()
+    n_kept = torch.as_tensor(n_kept).double().to(n_valid.device)
+    return torch.where(n_kept > 0, n_valid / n_kept.clamp(min=1), torch.ones_like(n_valid))
 
-    M2PO's M2 is a batch statistic (arXiv 2510.01161, Algorithm 1): to apply it to the
-    mini-batch while the backward pass runs in micro-batches, compute this once on the
-    mini-batch's (detached) log-probs, then pass ``slice_state(state, rows)`` as keyword
-    arguments to the loss of each micro-batch. Losses without batch statistics return {}.
+
+def _areal_state(logp, old_logp, adv, mask, cfg=None, group=None, prox_logp=None):
+    cfg, _, adv, mask, prox, error = _prepare_state(logp, old_logp, adv, mask, cfg, group, prox_logp)
+    keep, n_valid, n_kept = _decide(prox, adv, mask, cfg.tau, "all", "areal", group, error)
+    return {"keep": keep, "kept_scale": _kept_scale(n_valid, n_kept)}
+
+
+@register_loss("m2po_areal", batch_state=_areal_state, proximal=True)
+def m2po_areal_loss(log_ratio, adv, mask, cfg, *, prox_log_ratio=None, keep=None, kept_scale=None):
+    """M2PO (arXiv 2510.01161) as AReaL ships it (inclusionAI/AReaL PR #480, ``actor.m2_threshold``).
+
+    A second-moment mask, then AReaL's decoupled PPO objective (AReaL, arXiv 2505.24298).
+
+    From ``areal/engine/ppo/actor.py`` (``grpo_loss_fn``, ``get_m2po_loss_mask``) and
+    ``areal/utils/functional.py`` (``ppo_actor_loss_fn``) as merged in PR #480:
+
+    - ``M2_i = (log pi_prox - log pi_behav)^2`` over *every* valid token, where pi_prox is
+      the proximal policy (AReaL recomputes it with the parameters at the start of the
+      step). Pass it as the keyword ``prox_logp`` (B, T); without it the proximal policy is
+      the current one, detached (AReaL's recomputed value on the first update of a step),
+      so M2 is the paper's ``(log r)^2``.
+    - Mask the largest M2 while the mean of the rest is >= tau (stop at mean < tau,
+      strict), always keeping at least one token (:func:`m2po_lab.masking.m2po_mask`,
+      ``rule="areal"``; ``tau`` is AReaL's ``m2_threshold``). Decided per loss call (AReaL:
+      per micro-batch), or over a mini-batch / across ranks through :func:`batch_state`.
+    - ``l_it = w_it * max(-A r_it, -A clip(r_it, 1 - eps_low, 1 + eps_high))`` with
+      ``r = pi_theta / pi_prox`` and the detached behaviour weight ``w = pi_prox / pi_behav``;
+      ``dual_clip_c`` is AReaL's ``c_clip``. Without ``prox_logp``: ``r = 1`` (with the
+      gradient of logp) and ``w = pi_theta / pi_behav``, the clip never acts.
+    - Masked tokens leave the denominator: AReaL divides by the kept count. The loss tells
+      the aggregation through its values: each kept token's loss is multiplied by
+      ``kept_scale = n_valid / n_kept`` (this batch's counts, or the mini-batch's from
+      ``batch_state``), so ``aggregate(..., "token-mean")`` over the valid tokens gives
+      ``sum_kept l / n_kept`` -- and per micro-batch with the mini-batch's ``num_tokens``,
+      AReaL's own micro-batch weighting ``(n_valid_mb / n_valid) sum_kept_mb l / n_kept_mb``.
+
+    Not reproduced: AReaL's optional ``behav_imp_weight_cap``. ``cfg.region`` is not read
+    (every valid token is a candidate). Shapes as in :mod:`m2po_lab.losses`; minimised.
     """
-    get_loss(name)
-    fn = _BATCH_STATE.get(name)
-    return {} if fn is None else fn(logp, old_logp, adv, mask, cfg)
+    lr = log_ratio.detach()
+    prox = lr if prox_log_ratio is None else prox_log_ratio  # (B, T) log pi_prox - log pi_behav
+    if keep is None:
+        decided = m2po_mask(prox, adv, mask, cfg.tau, "all", "areal").keep
+        keep, kept_scale = decided, _kept_scale(mask.sum(), decided.sum())
+    elif keep.shape != mask.shape:
+        raise ValueError(f"keep must have the shape of logp {tuple(mask.shape)}, got {tuple(keep.shape)}")
+    keep = keep.bool() & mask
+    if kept_scale is None:
+        kept_scale = _kept_scale(mask.sum(), keep.sum())
+    ratio = _ratio(log_ratio - prox, cfg.log_ratio_clamp)  # (B, T) pi_theta / pi_prox
+    per_token, clipped = _ppo_clip(ratio, adv, 1 - cfg.eps_low, 1 + cfg.eps_high)
+    if cfg.dual_clip_c is not None:
+        per_token, dual = _dual_clip(per_token, adv, cfg.dual_clip_c)
+        clipped = clipped | dual
+    weight = _ratio(prox, cfg.log_ratio_clamp).detach() * kept_scale.to(lr)  # (B, T)
+    per_token = torch.where(keep, per_token * weight, torch.zeros_like(per_token))
+    extra = _m2po_metrics(prox.square(), mask, keep, mask, _smallest_masked(prox.abs(), mask & ~keep))
+    return _finish(per_token, mask, mask & ~(keep & ~clipped), log_ratio, extra)
 
-
-def slice_state(state: dict[str, torch.Tensor], rows) -> dict[str, torch.Tensor]:
-    """The part of a :func:`batch_state` for the micro-batch ``rows`` (0-d values are shared)."""
-    return {k: (v if v.dim() == 0 else v[rows]) for k, v in state.items()}
+__all__ = [
+    "LOSSES",
+    "LossConfig",
+    "batch_state",
+    "cispo_loss",
+    "get_loss",
+    "grpo_loss",
+    "gspo_loss",
+    "m2po_areal_loss",
+    "m2po_loss",
+    "m2po_released_loss",
+    "mis_loss",
+    "no_trust_region_loss",
+    "register_loss",
+    "slice_state",
+    "tis_loss",
+]

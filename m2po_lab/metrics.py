@@ -5,6 +5,7 @@ Keys (see docs/metrics.md for the glossary):
 ``r = pi_theta / pi_behav`` over valid tokens; ``kl/k1 = mean(-log r)`` and
 ``kl/k3 = mean((r - 1) - log r)``: Schulman's estimators of KL(pi_behav || pi_theta)
 from behaviour samples. k1 can cancel positive against negative shifts; M2 cannot.
+Every statistic is computed in float32 or wider (these in float64), whatever the input dtype.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import math
 
 import torch
 
+from ._checks import widen
+
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` over ``mask``; 0 (not NaN) for an empty mask."""
+    """Mean of ``x`` over ``mask`` in float32 or wider; 0 (not NaN) for an empty mask."""
     mask = mask.bool()
+    x = widen(x)
     total = torch.where(mask, x, torch.zeros_like(x)).sum()
     return total / mask.sum().clamp(min=1)
 
@@ -25,8 +29,10 @@ def masked_quantile(x: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tens
     """Linear-interpolation quantile of ``x[mask]`` (as ``torch.quantile``) without a host sync.
 
     Invalid entries sort to the end as +inf; the index is a tensor. 0 for an empty mask.
+    Computed in float32 or wider.
     """
     mask = mask.bool()
+    x = widen(x)
     flat = torch.where(mask, x, torch.full_like(x, math.inf)).reshape(-1)  # (N,)
     if flat.numel() == 0:
         return x.new_zeros(())

@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from m2po_lab.advantages import group_advantages
-from m2po_lab.aggregation import aggregate
 from m2po_lab.staleness import SnapshotRing, StaleQueue
 
 
@@ -35,20 +34,6 @@ def test_group_advantages_rounding_groups_are_exactly_zero():
 def test_group_advantages_bad_input(rewards, group_size, match):
     with pytest.raises(ValueError, match=match):
         group_advantages(rewards, group_size)
-
-
-def test_aggregate_modes_hand_computed():
-    loss = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
-    mask = torch.tensor([[True, True, True], [True, False, False]])
-    assert aggregate(loss, mask, "token-mean").item() == pytest.approx(10 / 4)
-    assert aggregate(loss, mask, "seq-mean-token-mean").item() == pytest.approx((2 + 4) / 2)
-    assert aggregate(loss, mask, "seq-mean-token-sum").item() == pytest.approx(10 / 2)
-    assert aggregate(loss, mask, "seq-mean-token-sum-norm").item() == pytest.approx(10 / (2 * 3))
-    assert aggregate(loss, mask, "seq-mean-token-sum-norm", norm_const=10).item() == pytest.approx(10 / 20)
-    empty = torch.zeros(2, 3, dtype=torch.bool)
-    assert aggregate(loss * 0, empty, "token-mean").item() == 0.0  # no valid token: 0, not NaN
-    with pytest.raises(ValueError, match="mode.*token-mean"):
-        aggregate(loss, mask, "sum")
 
 
 def test_stale_queue_staleness_sequence():

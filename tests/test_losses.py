@@ -6,9 +6,10 @@ import torch
 from m2po_lab.aggregation import aggregate
 from m2po_lab.losses import LOSSES, LossConfig, batch_state, get_loss, slice_state
 from m2po_lab.masking import trust_region_candidates
+from reference import areal_greedy, student_t
 
 ALL = sorted(LOSSES)
-REQUIRED = {"grpo", "no_tr", "gspo", "tis", "mis", "cispo", "m2po", "m2po_released"}
+REQUIRED = {"grpo", "no_tr", "gspo", "tis", "mis", "cispo", "m2po", "m2po_released", "m2po_areal"}
 COMMON_KEYS = {"clip/frac", "is/ratio_mean", "is/ratio_max", "is/log_ratio_abs_p99", "kl/k1", "kl/k3"}
 M2PO_KEYS = {"m2po/m2_before", "m2po/m2_after", "m2po/mask_frac", "m2po/threshold"}
 
@@ -173,7 +174,7 @@ def test_released_gradient_equals_masking_above_threshold():
     for _ in range(20):
         B, T = 8, 16
         old = -torch.rand(B, T, generator=g, dtype=torch.float64) * 4
-        lr = torch.distributions.StudentT(2.0).sample((B, T)).double() * 0.2
+        lr = student_t((B, T), 2, g) * 0.2
         adv = torch.randn(B, generator=g, dtype=torch.float64)
         mask = torch.rand(B, T, generator=g) > 0.2
         logp = (old + lr).requires_grad_(True)
@@ -298,3 +299,130 @@ def test_compute_core_vmaps_over_runs(name):
         torch.testing.assert_close(grad[r], torch.autograd.grad(ref.sum(), lp)[0])
         for key, value in ref_metrics.items():
             torch.testing.assert_close(metrics[key][r], value, equal_nan=True)
+
+
+# ---------------------------------------------------------------- m2po_areal (AReaL PR #480)
+def test_m2po_areal_hand_computed():
+    """prox - old = [0.5, 0.5, 0.1] (M2 0.25, 0.25, 0.01; mean 0.17 >= tau 0.15): mask the later
+    0.25 -> mean 0.13 < 0.15, stop. logp - prox = [0.3, 0, -0.1], A = [1, 1, -1]: token 0 is
+    clipped at 1.2 (no gradient), token 2 unclipped. Each kept loss is times w = pi_prox/pi_behav
+    and times kept_scale = 3 valid / 2 kept, so token-mean over the 3 valid = AReaL's sum / 2."""
+    old = torch.full((1, 3), -1.0, dtype=torch.float64)
+    prox = old + torch.tensor([[0.5, 0.5, 0.1]], dtype=torch.float64)
+    logp = (prox + torch.tensor([[0.3, 0.0, -0.1]], dtype=torch.float64)).requires_grad_(True)
+    adv = torch.tensor([[1.0, 1.0, -1.0]], dtype=torch.float64)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    per_token, m = get_loss("m2po_areal")(logp, old, adv, mask, LossConfig(tau=0.15), prox_logp=prox)
+    per_token.sum().backward()
+    assert per_token[0].tolist() == approx([-1.2 * math.exp(0.5) * 1.5, 0.0, math.exp(-0.1) * math.exp(0.1) * 1.5])
+    assert logp.grad[0].tolist() == approx([0.0, 0.0, 1.5])
+    areal = (-1.2 * math.exp(0.5) + 1.0) / 2  # AReaL: sum over kept / number kept
+    assert aggregate(per_token.detach(), mask).item() == approx(areal)
+    assert m["m2po/mask_frac"].item() == approx_metric(1 / 3)
+    assert m["clip/frac"].item() == approx_metric(2 / 3)  # masked + clipped
+    assert m["m2po/m2_before"].item() == approx_metric(0.17)
+    assert m["m2po/m2_after"].item() == approx_metric(0.13)
+    assert m["m2po/threshold"].item() == approx_metric(0.5)
+
+
+def test_m2po_areal_masks_one_where_algorithm1_keeps_both():
+    """The review's case: lr = [0.5, 0.5], tau 0.25 (no proximal: M2 of the current policy)."""
+    cfg = LossConfig(tau=0.25, region="all")
+    _, grad_m2po, m_m2po = run("m2po", [0.5, 0.5], [1.0], cfg)
+    loss, grad, m = run("m2po_areal", [0.5, 0.5], [1.0], cfg)
+    assert m_m2po["m2po/mask_frac"].item() == 0.0 and m["m2po/mask_frac"].item() == 0.5
+    # the kept token: -A r with r = pi_theta / pi_behav, twice (2 valid / 1 kept)
+    assert loss.tolist() == approx([-2 * math.exp(0.5), 0.0]) and grad.tolist() == approx([-2 * math.exp(0.5), 0.0])
+
+
+def _areal_reference(logp, old, prox, adv, mask, tau, eps=0.2):
+    """AReaL's grpo_loss_fn + ppo_actor_loss_fn (PR #480) restated in float64: a scalar loss."""
+    keep = areal_greedy(old - prox, mask, tau)
+    ratio = torch.exp(logp - prox)
+    pg = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - eps, 1 + eps)) * torch.exp(prox - old)
+    return torch.where(keep, pg, torch.zeros_like(pg)).sum() / keep.sum().clamp(min=1)
+
+
+def test_m2po_areal_equals_areal_reference():
+    g = torch.Generator().manual_seed(6)
+    for case in range(30):
+        B, T = 1 + case % 4, 1 + (case * 7) % 9
+        old = -torch.rand(B, T, generator=g, dtype=torch.float64) * 3
+        prox = old + student_t((B, T), 3, g) * 0.3
+        if case % 5 == 0:
+            prox = old + torch.full((B, T), 0.3, dtype=torch.float64)  # every M2 tied
+        logp = (prox + torch.randn(B, T, generator=g, dtype=torch.float64) * 0.2).requires_grad_(True)
+        adv = torch.randn(B, T, generator=g, dtype=torch.float64)
+        mask = torch.rand(B, T, generator=g) > 0.25
+        mask[0, 0] = True
+        tau = (0.04, 0.01, 0.2)[case % 3]
+        per_token, _ = get_loss("m2po_areal")(logp, old, adv, mask, LossConfig(tau=tau), prox_logp=prox)
+        ours = aggregate(per_token, mask)
+        (grad,) = torch.autograd.grad(ours, logp)
+        lp = logp.detach().requires_grad_(True)
+        ref = _areal_reference(lp, old, prox, adv, mask, tau)
+        (ref_grad,) = torch.autograd.grad(ref, lp)
+        assert ours.item() == approx(ref.item()), case
+        torch.testing.assert_close(grad, ref_grad)
+
+
+def test_m2po_areal_micro_batches_reproduce_areal_weighting_and_mini_batch_scope():
+    """Per micro-batch with the mini-batch's num_tokens: AReaL's own weighting
+    sum_mb (n_valid_mb / n_valid) * loss_mb. With batch_state: one mask over the mini-batch."""
+    g = torch.Generator().manual_seed(8)
+    B, T = 9, 6
+    old = -torch.rand(B, T, generator=g, dtype=torch.float64) * 3
+    prox = old + torch.randn(B, T, generator=g, dtype=torch.float64) * 0.4
+    logp = prox + torch.randn(B, T, generator=g, dtype=torch.float64) * 0.1
+    adv = torch.randn(B, generator=g, dtype=torch.float64)
+    mask = torch.rand(B, T, generator=g) > 0.2
+    fn, cfg, parts = get_loss("m2po_areal"), LossConfig(tau=0.05), (slice(0, 2), slice(2, 7), slice(7, 9))
+    n_valid = mask.sum()
+    per_micro = sum(
+        aggregate(fn(logp[r], old[r], adv[r], mask[r], cfg, prox_logp=prox[r])[0], mask[r], num_tokens=n_valid)
+        for r in parts
+    )
+    areal = sum(
+        mask[r].sum().double() / n_valid * _areal_reference(logp[r], old[r], prox[r], adv[r][:, None], mask[r], 0.05)
+        for r in parts
+    )
+    assert per_micro.item() == approx(areal.item())
+    state = batch_state("m2po_areal", logp, old, adv, mask, cfg, prox_logp=prox)
+    whole = aggregate(fn(logp, old, adv, mask, cfg, prox_logp=prox)[0], mask)
+    sliced = sum(
+        aggregate(fn(logp[r], old[r], adv[r], mask[r], cfg, prox_logp=prox[r], **slice_state(state, r))[0], mask[r],
+                  num_tokens=n_valid)
+        for r in parts
+    )
+    assert sliced.item() == approx(whole.item())
+
+
+def test_prox_logp_is_only_for_m2po_areal():
+    t = dict(logp=-torch.rand(2, 3), old_logp=-torch.rand(2, 3), adv=torch.randn(2), mask=torch.ones(2, 3))
+    with pytest.raises(ValueError, match="prox_logp.*m2po_areal"):
+        get_loss("grpo")(*t.values(), prox_logp=-torch.rand(2, 3))
+    with pytest.raises(ValueError, match="prox_logp.*m2po_areal"):
+        batch_state("m2po", *t.values(), prox_logp=-torch.rand(2, 3))
+    with pytest.raises(ValueError, match="prox_logp.*shape"):
+        get_loss("m2po_areal")(*t.values(), prox_logp=-torch.rand(2, 4))
+    with pytest.raises(ValueError, match="prox_logp.*finite"):
+        get_loss("m2po_areal")(*t.values(), prox_logp=torch.full((2, 3), float("nan")))
+
+
+@pytest.mark.parametrize("bad", [0.5, float("nan"), 2.0])
+@pytest.mark.parametrize("name", ["grpo", "m2po", "m2po_areal"])
+def test_mask_must_be_bool_or_zero_one(name, bad):
+    """A float mask is never cast with bool() (0.5 or NaN counted as valid): 0/1 only."""
+    g = torch.Generator().manual_seed(9)
+    logp, old, adv = -torch.rand(3, 4, generator=g), -torch.rand(3, 4, generator=g), torch.randn(3, generator=g)
+    ok = torch.ones(3, 4)
+    ok[1, 2] = 0.0
+    ref = get_loss(name)(logp, old, adv, ok.bool())[0]
+    assert torch.equal(get_loss(name)(logp, old, adv, ok)[0], ref)
+    assert torch.equal(get_loss(name)(logp, old, adv, ok.to(torch.uint8))[0], ref)
+    ok[0, 0] = bad
+    with pytest.raises(ValueError, match="mask"):
+        get_loss(name)(logp, old, adv, ok)
+    if name != "grpo":  # losses without batch statistics return {} and read nothing
+        with pytest.raises(ValueError, match="mask"):
+            batch_state(name, logp, old, adv, ok)

@@ -12,7 +12,7 @@ from m2po_lab.masking import (
     waterfill_threshold,
     waterfill_threshold_tensor,
 )
-from reference import algorithm1_greedy, waterfill_bisection
+from reference import algorithm1_greedy, areal_greedy, student_t, waterfill_bisection
 
 TIE_VALUES = [0.0, 0.1, -0.1, 0.2, -0.2, 0.5, -0.5, 3.0, -3.0, 50.0, -50.0]
 
@@ -107,7 +107,7 @@ def test_edge_cases():
 
 def test_large_random_against_greedy():
     g = torch.Generator().manual_seed(0)
-    lr = torch.distributions.StudentT(2.0).sample((64, 32)) * 0.05
+    lr = student_t((64, 32), 2, g, torch.float32) * 0.05
     adv = torch.randn(64, generator=g)
     mask = torch.rand(64, 32, generator=g) > 0.2
     _check_against_greedy(lr, adv, mask, 0.04, "harmful")
@@ -184,3 +184,69 @@ def test_ties_at_the_cut_break_the_same_way_on_both_paths():
     expected[2, 2] = False  # (1, 7) comes first in row-major order and is kept
     assert torch.equal(direct.keep, expected)
     assert torch.equal(keep, expected)
+
+
+# ---------------------------------------------------------------- AReaL's rule (PR #480)
+def _check_areal(lr, mask, tau):
+    fast = m2po_mask(lr, torch.zeros(lr.shape[0]), mask, tau, "all", "areal").keep
+    slow = areal_greedy(lr, mask, tau)
+    m2 = lr.double().square() if lr.dtype != torch.float32 else lr.square().double()
+    assert int((mask & ~fast).sum()) == int((mask & ~slow).sum())
+    assert not bool((fast & ~mask).any())
+    if bool(mask.any()):
+        assert bool(fast.any())  # keeps at least one token
+    masked, kept = m2[mask & ~fast], m2[fast]
+    if masked.numel() and kept.numel():
+        assert masked.min() >= kept.max()
+    if not torch.equal(fast, slow):  # only possible through ties
+        assert sorted(m2[mask & ~fast].tolist()) == sorted(m2[mask & ~slow].tolist())
+    return fast
+
+
+def test_areal_rule_hand_computed():
+    """lr = [0.5, 0.5], tau 0.25: the mean M2 is exactly 0.25. Algorithm 1 (<=) keeps both;
+    AReaL stops only at mean < tau, and keeps at least one token: it masks one (the later)."""
+    lr = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    adv = torch.ones(1, dtype=torch.float64)
+    assert m2po_mask(lr, adv, mask, 0.25, "all").keep.tolist() == [[True, True]]
+    out = m2po_mask(lr, adv, mask, 0.25, "all", "areal")
+    assert out.keep.tolist() == [[True, False]] and out.threshold.item() == 0.5
+    # every M2 above tau: Algorithm 1 masks all, AReaL keeps the smallest
+    big = torch.tensor([[3.0, -1.0, 2.0]])
+    assert not m2po_keep_mask(big, torch.ones(1), torch.ones(1, 3, dtype=torch.bool), 0.04, "all").any()
+    areal = m2po_mask(big, torch.ones(1), torch.ones(1, 3, dtype=torch.bool), 0.04, "all", "areal")
+    assert areal.keep.tolist() == [[False, True, False]] and areal.threshold.item() == 2.0
+    # M2 = 0.01, 0.04, 0.25, 0.81 (mean 0.2775): drop 0.81 (0.1), drop 0.25 (0.025 < 0.04): stop
+    lr = torch.tensor([[0.1, 0.2, 0.5, -0.9]])
+    keep = m2po_mask(lr, torch.ones(1), torch.ones(1, 4, dtype=torch.bool), 0.04, "all", "areal").keep
+    assert keep.tolist() == [[True, True, False, False]]
+    # nothing valid: nothing kept, nothing masked
+    empty = m2po_mask(lr, torch.ones(1), torch.zeros(1, 4, dtype=torch.bool), 0.04, "all", "areal")
+    assert not empty.keep.any() and math.isinf(empty.threshold.item())
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches())
+def test_areal_rule_equals_greedy_reference(batch):
+    lr, _, mask, tau, _ = batch
+    _check_areal(lr, mask, tau)
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches())
+def test_static_path_under_vmap_equals_compact_path_for_the_areal_rule(batch):
+    lr, adv, mask, tau, region = batch
+    rule = "areal"
+    adv_bt = adv[:, None].expand_as(lr) if adv.dim() == 1 else adv
+    direct = m2po_mask(lr, adv_bt, mask, tau, region, rule)
+    keep, threshold = torch.func.vmap(lambda l, a: tuple(m2po_mask(l, a, mask, tau, region, rule)[::3]))(
+        lr[None], adv_bt[None]
+    )
+    assert torch.equal(keep[0], direct.keep)
+    assert torch.equal(threshold[0], direct.threshold) or (threshold[0].isinf() and direct.threshold.isinf())
+
+
+def test_bad_rule():
+    with pytest.raises(ValueError, match="rule.*algorithm1"):
+        m2po_mask(torch.zeros(1, 2), torch.ones(1), torch.ones(1, 2, dtype=torch.bool), 0.04, "all", "paper")

@@ -66,7 +66,7 @@ class M2POPolicyLossConfig(PolicyLossConfig):
     tau: float = 0.04
     """M2PO second-moment budget (arXiv 2510.01161, every model in the paper)."""
     region: str = "harmful"
-    """Candidates: 'harmful' = (A>0, r>1) or (A<0, r<1) (paper); 'all' (AReaL)."""
+    """Candidates: 'harmful' = (A>0, r>1) or (A<0, r<1) (paper); 'all' = every valid token (not AReaL's rule: see m2po_areal)."""
     behaviour: str = "old_log_prob"
     """Ratio denominator: 'old_log_prob' as verl passes it; 'rollout' = rebuilt from token IS weights."""
 
