@@ -40,4 +40,5 @@ st.page_link(
     label="3 · Run browser: any metric of any run (toy or LLM), log-ratio quantile bands, masked tokens",
     icon="🗂️",
 )
+st.page_link("pages/4_Systems.py", label="4 · Systems: what staleness an RL system produces, and its speed-up", icon="🖥️")
 st.caption("Pages 2 and 3 read run directories; see docs/run_format.md.")

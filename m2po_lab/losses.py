@@ -152,7 +152,10 @@ def cispo_loss(log_ratio, adv, mask, cfg):
 
 # ---------------------------------------------------------------- the M2PO family
 def _m2po_metrics(m2, cand, kept, mask, threshold):
+    """M2 over the candidates before and after masking; the counts make them mergeable (metrics.SCHEMA)."""
     return {
+        "m2po/candidates": cand.sum().float(),
+        "m2po/kept_candidates": (cand & kept).sum().float(),
         "m2po/m2_before": masked_mean(m2, cand),
         "m2po/m2_after": masked_mean(m2, cand & kept),
         "m2po/m2_all": masked_mean(m2, mask),

@@ -11,6 +11,7 @@ Every statistic is computed in float32 or wider (these in float64), whatever the
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -63,3 +64,95 @@ def importance_metrics(log_ratio: torch.Tensor, mask: torch.Tensor) -> dict[str,
         "kl/k3": masked_mean(ratio - 1 - lr, mask),
     }
     return {k: v.float() for k, v in metrics.items()}
+
+
+# ---------------------------------------------------------------- the metric schema
+TOKEN_MEAN, SEQ_MEAN, WEIGHTED, SUM, MAX, MIN, SAME, RECOMPUTE, RECORD = (
+    "token_mean", "seq_mean", "weighted", "sum", "max", "min", "same", "recompute", "record")
+MERGE_RULES = (TOKEN_MEAN, SEQ_MEAN, WEIGHTED, SUM, MAX, MIN, SAME, RECOMPUTE, RECORD)
+"""How the parts of one optimizer mini-batch (micro-batches, data-parallel ranks) combine:
+``token_mean`` weighted by valid tokens; ``seq_mean`` by sequences with a valid token;
+``weighted`` by another key's count (``Metric.weight``); ``sum``, ``max``, ``min``; ``same``
+(every part holds the same value); ``recompute`` (a statistic of the whole batch such as a
+quantile: recomputed from the whole batch's tensors, never averaged); ``record`` (a
+structured record written by the logger itself, not merged)."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One key of ``metrics.jsonl``: its merge rule and, for ``weighted``, the count it is weighted by."""
+
+    key: str
+    merge: str
+    weight: str | None = None
+
+
+def _m(key, merge, weight=None):
+    return Metric(key, merge, weight)
+
+
+SCHEMA: dict[str, Metric] = {m.key: m for m in (
+    # every update, every method (the logger; docs/metrics.md has the meaning of each)
+    _m("update", SAME), _m("staleness", SEQ_MEAN), _m("data/age_mean", SEQ_MEAN), _m("data/age_max", MAX), _m("reward", SEQ_MEAN), _m("loss", SUM), _m("entropy", TOKEN_MEAN),
+    _m("grad_norm", SAME), _m("m2", TOKEN_MEAN), _m("data/fixed_ok", SEQ_MEAN), _m("response_len", SEQ_MEAN),
+    # every loss (importance_metrics and the zeroed fraction)
+    _m("clip/frac", TOKEN_MEAN), _m("is/ratio_mean", TOKEN_MEAN), _m("is/ratio_max", MAX),
+    _m("is/log_ratio_abs_p99", RECOMPUTE), _m("kl/k1", TOKEN_MEAN), _m("kl/k3", TOKEN_MEAN),
+    # loss-specific
+    _m("clip/frac_high", TOKEN_MEAN), _m("clip/frac_low", TOKEN_MEAN), _m("clip/frac_dual", TOKEN_MEAN),
+    _m("gspo/seq_clip_frac", SEQ_MEAN), _m("is/weight_clip_frac", TOKEN_MEAN),
+    _m("m2po/candidates", SUM), _m("m2po/kept_candidates", SUM),
+    _m("m2po/m2_before", WEIGHTED, "m2po/candidates"), _m("m2po/m2_after", WEIGHTED, "m2po/kept_candidates"),
+    _m("m2po/m2_all", TOKEN_MEAN), _m("m2po/mask_frac", TOKEN_MEAN), _m("m2po/candidate_frac", TOKEN_MEAN),
+    _m("m2po/threshold", MIN),
+    # the LLM trainer
+    _m("amp/frac", TOKEN_MEAN), _m("amp/weight_share", RECOMPUTE),
+    _m("queue/bytes_per_seq", SAME), _m("queue/bytes", SAME), _m("time/update_s", SUM),
+    # evaluation intervals
+    *(_m(f"eval/{k}", SAME) for k in ("reward", "fixed_ok", "fork_acc", "entropy_fixed", "entropy_fork", "accuracy",
+                                      "accuracy_flexible", "accuracy_sampled")),
+    # records
+    *(_m(k, RECORD) for k in ("is/log_ratio_quantiles", "is/log_ratio_hist", "entropy_by_ratio", "masked_tokens",
+                              "amplified_tokens")),
+)}
+"""Every key a run writes to ``metrics.jsonl`` (docs/metrics.md lists the same keys, a test checks it)."""
+
+
+def merge_parts(parts: list[dict[str, torch.Tensor]], tokens, seqs, recomputed: dict | None = None) -> dict:
+    """One metric dict for a mini-batch from the dicts of its parts (micro-batches), by :data:`SCHEMA`.
+
+    ``tokens`` / ``seqs``: each part's valid-token and sequence counts. ``recomputed``: the
+    ``recompute`` keys computed on the whole mini-batch (a missing one is an error: a
+    quantile is never averaged). Unknown keys are an error, so every key has a stated rule.
+    """
+    recomputed = recomputed or {}
+    w_tok = torch.stack([torch.as_tensor(t, dtype=torch.float64) for t in tokens])  # (P,)
+    w_seq = torch.stack([torch.as_tensor(s, dtype=torch.float64) for s in seqs])  # (P,)
+    out = {}
+    for key in parts[0]:
+        rule = SCHEMA[key].merge if key in SCHEMA else None
+        if rule is None:
+            raise KeyError(f"metric {key!r} has no merge rule in m2po_lab.metrics.SCHEMA")
+        if rule == RECOMPUTE:
+            if key not in recomputed:
+                raise KeyError(f"metric {key!r} must be recomputed on the whole batch, not merged")
+            out[key] = recomputed[key]
+            continue
+        v = torch.stack([widen(p[key].detach()).double().reshape(()) for p in parts])  # (P,)
+        out[key] = _merge(rule, v, w_tok, w_seq, parts, SCHEMA[key].weight).float()
+    return out
+
+
+def _merge(rule, v, w_tok, w_seq, parts, weight_key):
+    if rule in (SUM,):
+        return v.sum()
+    if rule == MAX:
+        return v.max()
+    if rule in (MIN,):
+        return v.min()
+    if rule == SAME:
+        return v[0]
+    w = {TOKEN_MEAN: w_tok, SEQ_MEAN: w_seq}.get(rule)
+    if w is None:  # WEIGHTED
+        w = torch.stack([widen(p[weight_key].detach()).double().reshape(()) for p in parts])
+    return (v * w).sum() / w.sum().clamp(min=1e-300)

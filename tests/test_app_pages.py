@@ -59,7 +59,7 @@ def _open_dir(apptest, path):
 def test_home_links_everyopen_page(apptest):
     at = apptest.from_file(str(HOME), default_timeout=60).run()
     assert not at.exception
-    assert [el.proto.page for el in at.get("page_link")] == ["Importance_weights", "Staleness_study", "Run_browser"]
+    assert [el.proto.page for el in at.get("page_link")] == ["Importance_weights", "Staleness_study", "Run_browser", "Systems"]
 
 
 @pytest.mark.parametrize("page, hint", [(PAGE2, "Run the study"), (PAGE3, "No study or llm directory found")])

@@ -33,6 +33,7 @@ def test_notebooks_exist():
         "03_prosperity_before_collapse.ipynb",
         "04_tiny_llm_with_stale_data.ipynb",
         "05_scaling_out.ipynb",
+        "06_what_staleness_buys.ipynb",
     ]
 
 

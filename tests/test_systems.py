@@ -235,6 +235,23 @@ def test_areal_preset_speedup_against_the_reported_2_57x():
     assert 2.0 <= slow["speedup/vs_sync"] <= 2.8, slow["speedup/vs_sync"]
 
 
+# ---------------------------------------------------------------- the coupling presets
+def test_fully_async_preset_is_unbounded_and_stationary():
+    """No bound, yet the ages do not grow with the run: the trainer keeps up (the wall-clock study's default)."""
+    cfg = get_preset("fully-async")
+    assert cfg.max_staleness is None and cfg.mode == "async"
+    short = summary(simulate(cfg))["staleness/sample_mean"]
+    long = summary(simulate(replace(cfg, steps=200, warmup_steps=40)))["staleness/sample_mean"]
+    assert abs(long - short) <= 0.05 * short, (short, long)
+
+
+def test_loose_bound_preset_fills_its_queue_to_the_bound():
+    """A pool that outruns its trainer: the queue fills to the bound and nearly every sample is trained near eta."""
+    cfg = get_preset("loose-bound")
+    out = summary(simulate(cfg))
+    assert 0.9 * 64 <= out["staleness/sample_mean"] <= 64 and out["staleness/sample_max"] == 64
+
+
 # ---------------------------------------------------------------- CLI
 def _run_cli(argv, capsys):
     parser = argparse.ArgumentParser(prog="m2po-lab")

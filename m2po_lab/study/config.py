@@ -12,6 +12,7 @@ from .._checks import check_choice, check_nonnegative_int, check_positive
 from ..aggregation import AGG_MODES
 from ..cliutil import config_from_dict, replace_config
 from ..losses import LOSSES, LossConfig
+from .ages import age_bound, check_age_weights
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,9 @@ class StudyConfig:
     methods: tuple[str, ...] = ("grpo", "no_tr", "m2po")
     """Registered loss names to compare (any of ``m2po_lab.losses.LOSSES``)."""
     staleness: tuple[int, ...] = (0, 32, 64, 128, 256)
-    """Staleness k in optimizer updates (multiples of updates_per_step), as in the paper."""
+    """Staleness k in optimizer updates (multiples of updates_per_step), as in the paper. With ``ages``: 0 (on-policy) and the ages' bound."""
+    ages: tuple[float, ...] = ()
+    """Variable ages: P(age = a) proportional to ages[a], a = 0, 1, ... optimizer updates (e.g. a simulated system's); the runs at staleness len(ages) - 1 draw one age per group (m2po_lab.study.ages). Empty: every run is stale-k."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """One run per seed; a seed fixes the initial policy and the sampling stream."""
     updates: int = 1000
@@ -90,6 +93,7 @@ class StudyConfig:
                 )
         for sd in self.seeds:
             check_nonnegative_int("seeds", sd)
+        self._check_ages()
         if self.group_size < 2:
             raise ValueError(f"group_size must be an integer >= 2, got {self.group_size!r}")
         if self.prompts_per_step % self.updates_per_step:
@@ -120,6 +124,19 @@ class StudyConfig:
         if not isinstance(self.loss, LossConfig):
             raise ValueError(f"loss must be a LossConfig, got {type(self.loss).__name__}")
         self.task_config()  # validates n_prompts, length, vocab_size, n_forks, task_seed
+
+    def _check_ages(self):
+        check_age_weights(self.ages)
+        bound = age_bound(self.ages)
+        if bound is None:
+            return
+        if bound not in self.staleness or any(s not in (0, bound) for s in self.staleness):
+            raise ValueError(f"with ages (bound {bound} updates), staleness must be ({bound},) or (0, {bound}): the "
+                             f"runs at {bound} draw their ages, those at 0 are on-policy; got {self.staleness}")
+
+    def age_bound(self) -> int | None:
+        """The staleness level whose runs draw variable ages (the largest age of ``ages``); None: stale-k only."""
+        return age_bound(self.ages)
 
     def task_config(self) -> ForkingTextConfig:
         """The forking-text task of this study."""

@@ -19,7 +19,10 @@ import torch
 from .. import rundir as rd
 from ..histograms import log_ratio_histograms
 from .config import StudyConfig
-from .runner import BatchedStudy
+from .runner import AGE_MAX, AGE_MEAN, BatchedStudy
+
+COMMON_KEYS = ("reward", "m2", "entropy", "grad_norm", "staleness", "data/fixed_ok", AGE_MEAN, AGE_MAX)
+"""Per-update values the runner returns for every run (beside each loss's own metrics)."""
 
 OWNED = (rd.CONFIG, rd.SUMMARY, rd.REPORT, rd.CHECKPOINT, rd.CHECKPOINT + ".tmp", rd.RUNS, "figures")
 """What a study writes in its directory (``force`` removes exactly these)."""
@@ -34,7 +37,8 @@ def _rows(study: BatchedStudy, out: dict, per_run: list[dict]) -> list[dict]:
     for ks in keys_by_run:
         flat.append(values[i : i + len(ks)])
         i += len(ks)
-    common = {k: out[k].tolist() for k in ("reward", "m2", "entropy", "grad_norm", "staleness", "data/fixed_ok")}
+    common = {k: out[k].tolist() for k in COMMON_KEYS}
+    common["staleness"] = [int(s) if s.is_integer() else s for s in common["staleness"]]  # stale-k: k, k+1, ...
     rows = []
     for r in range(len(study.specs)):
         row = {"update": u}
@@ -46,6 +50,14 @@ def _rows(study: BatchedStudy, out: dict, per_run: list[dict]) -> list[dict]:
 
 def _config_doc(cfg: StudyConfig, env: dict) -> dict:
     return {"format": rd.FORMAT, "kind": "study", "config": json.loads(json.dumps(cfg.to_dict())), "environment": env}
+
+
+def _same_config(stored: dict, cfg: StudyConfig) -> bool:
+    """``stored`` (a config.json's) describes ``cfg``; fields added since it was written take their defaults."""
+    try:
+        return StudyConfig.from_dict(stored) == cfg
+    except (TypeError, ValueError):
+        return False
 
 
 def inspect_out_dir(cfg: StudyConfig, out: Path) -> str:
@@ -62,7 +74,7 @@ def inspect_out_dir(cfg: StudyConfig, out: Path) -> str:
                                  "choose an empty or new directory")
         return "new"
     doc = rd.read_config(out, "study")
-    if doc["config"] != json.loads(json.dumps(cfg.to_dict())):
+    if not _same_config(doc["config"], cfg):
         raise rd.RunDirError(f"out={str(out)!r} holds a study with a different config; use a new --out, or the same "
                              "options to resume it")
     return "finished" if (out / rd.SUMMARY).exists() else "resume"

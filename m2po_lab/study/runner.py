@@ -3,10 +3,11 @@
 All runs share one stacked policy (a leading run dimension R, ``toy_envs.policies``);
 each run has its own loss (from the registry), its own staleness and its own random
 stream. Per rollout step: sample a batch with the current policy for every run, pick
-for each run the batch generated ``staleness`` updates ago (base-policy batches during
-its first ``staleness`` updates, as in the paper), then ``updates_per_step`` mini-batch
-updates. Runs stay independent: the total loss is a sum of per-run losses and Adam acts
-per element; gradient clipping is per run.
+for each group slot of each run the batch generated ``depth`` rollout steps ago (stale-k:
+depth k / updates_per_step for every slot; variable ages: a depth drawn per group,
+``m2po_lab.study.ages``), base-policy groups where a run has no such history yet (as in
+the paper), then ``updates_per_step`` mini-batch updates. Runs stay independent: the total
+loss is a sum of per-run losses and Adam acts per element; gradient clipping is per run.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from toy_envs import policies as pol
 from ..advantages import group_advantages
 from ..aggregation import aggregate
 from ..losses import get_loss
+from .ages import AgeSampler
 from .config import StudyConfig
+
+AGE_MEAN, AGE_MAX = "data/age_mean", "data/age_max"
+"""Per-update keys: mean and largest age (updates) of the trained mini-batch's samples."""
 
 EVAL_SEED = 12345
 """Seed of the evaluation's sampling, the same for every run (common random numbers)."""
@@ -60,10 +65,15 @@ def make_task(cfg: StudyConfig) -> ForkingTextTask:
 class BatchedStudy:
     """State of all runs of a study: parameters, optimizer, stale rollouts, RNG streams."""
 
-    def __init__(self, cfg: StudyConfig, warm_start: bool = True):
-        """``warm_start=False`` skips the supervised warm start (a resume overwrites the parameters anyway)."""
+    def __init__(self, cfg: StudyConfig, warm_start: bool = True, specs: list[RunSpec] | None = None):
+        """``warm_start=False`` skips the supervised warm start (a resume overwrites the parameters anyway);
+        ``specs``: train only these runs of ``cfg`` (any subset of ``run_specs(cfg)``, in any order)."""
         self.cfg = cfg
-        self.specs = run_specs(cfg)
+        self.specs = run_specs(cfg) if specs is None else list(specs)
+        known = set(run_specs(cfg))
+        unknown = [s.name for s in self.specs if s not in known]
+        if unknown or not self.specs or len(set(self.specs)) != len(self.specs):
+            raise ValueError(f"specs must be distinct runs of the study's config, got {unknown or len(self.specs)}")
         self.task = make_task(cfg)
         R = len(self.specs)
         # Runs that share a seed share their initial policy: initialise and warm-start each
@@ -83,7 +93,7 @@ class BatchedStudy:
             g.set_state(seed_gens[i].get_state())
         self.base = {k: v.detach().clone() for k, v in self.params.items()}  # the base policy
         self.opt = torch.optim.Adam(self.params.values(), lr=cfg.lr)
-        self.depth = torch.tensor([s.staleness // cfg.updates_per_step for s in self.specs])  # (R,) steps
+        self.ages = AgeSampler(cfg.ages, cfg.updates_per_step, self.specs)
         self.rollouts: dict[int, dict[str, torch.Tensor]] = {}  # step -> batch of every run
         self.batch: dict[str, torch.Tensor] | None = None  # the current rollout step's stale batch of every run
         self.token_dtype = token_dtype(cfg.vocab_size)
@@ -105,25 +115,40 @@ class BatchedStudy:
         rewards = self.task.score(prompts.reshape(-1), responses.reshape(-1, responses.shape[-1]))
         rewards = rewards.view(len(runs), -1)  # (R', N)
         adv = group_advantages(rewards.reshape(-1), G).view_as(rewards)  # (R', N)
-        version_t = torch.full((len(runs),), version)
+        version_t = torch.full(rewards.shape, version)  # (R', N) the update each sample was generated at
         return dict(prompts=prompts, responses=responses.to(self.token_dtype), old_logp=logp, rewards=rewards,
                     adv=adv, version=version_t)  # the narrowest token dtype that holds V: the queue is the memory
 
     def _stale_batch(self, step: int) -> dict[str, torch.Tensor]:
-        """For every run, the rollout batch generated ``depth`` steps before ``step``."""
-        R = len(self.specs)
+        """For every run, each group slot from the rollout step ``depth`` steps before ``step``.
+
+        Stale-k runs take one whole batch (depth k / U for every slot); variable-age runs
+        gather slot by slot. Memory: the batches of the last ``max_depth`` steps.
+        """
+        R, P, G = len(self.specs), self.cfg.prompts_per_step, self.cfg.group_size
         self.rollouts[step] = self._generate(self.params, list(range(R)), version=self.update)
-        source = step - self.depth  # (R,) step each run trains from; < 0: base policy
-        need_base = [r for r in range(R) if source[r] < 0]
+        source = (step - self.ages.depths(P)).clamp(min=-1)  # (R, P) step each slot trains from; -1: base policy
+        need_base = [r for r in range(R) if bool((source[r] < 0).any())]
         base = self._generate(self.base, need_base, version=0) if need_base else None
+
+        def batch_of(r: int, s: int) -> dict[str, torch.Tensor]:
+            return {k: v[need_base.index(r)] for k, v in base.items()} if s < 0 else \
+                {k: v[r] for k, v in self.rollouts[s].items()}
+
         parts = []
         for r in range(R):
-            if source[r] < 0:
-                i = need_base.index(r)
-                parts.append({k: v[i] for k, v in base.items()})
-            else:
-                parts.append({k: v[r] for k, v in self.rollouts[int(source[r])].items()})
-        oldest = step - int(self.depth.max())
+            steps = source[r].unique().tolist()
+            if len(steps) == 1:  # one whole batch (always, for stale-k runs)
+                parts.append(batch_of(r, steps[0]))
+                continue
+            rows = source[r].repeat_interleave(G)  # (N,) source step of every sample; groups contiguous
+            part = {k: torch.empty_like(v) for k, v in batch_of(r, steps[0]).items()}
+            for s in steps:
+                pick, src = rows == s, batch_of(r, s)
+                for k in part:
+                    part[k][pick] = src[k][pick]
+            parts.append(part)
+        oldest = step - self.ages.max_depth
         for s in [s for s in self.rollouts if s <= oldest]:
             del self.rollouts[s]
         return {k: torch.stack([p[k] for p in parts]) for k in parts[0]}
@@ -165,6 +190,7 @@ class BatchedStudy:
         self.opt.step()
         self.update += 1
         log_ratio = log_ratio.detach()
+        ages = (self.update - 1) - mb["version"]  # (R, n) updates since each sample was generated
         out = {
             "reward": mb["rewards"].mean(1),
             # what the (stale) batch shows of the fixed positions, against eval/fixed_ok (the policy now)
@@ -172,7 +198,9 @@ class BatchedStudy:
             "m2": log_ratio.square().mean((1, 2)),
             "entropy": ent.detach().mean((1, 2)),
             "grad_norm": grad_norm,
-            "staleness": (self.update - 1) - mb["version"],
+            "staleness": ages.double().mean(1),  # an integer for stale-k batches (the driver writes it as one)
+            AGE_MEAN: ages.double().mean(1),
+            AGE_MAX: ages.max(1).values,
             "_log_ratio": log_ratio,  # (R, n, L) for histograms
             "_adv": mb["adv"],  # (R, n)
             "_entropy": ent.detach(),
@@ -248,6 +276,7 @@ class BatchedStudy:
             "opt": self.opt.state_dict(),
             "gens": [g.get_state() for g in self.gens],
             "rollouts": {str(k): v for k, v in self.rollouts.items()},
+            "age_gens": self.ages.state_dict(),
             "batch": self.batch if self.update % self.cfg.updates_per_step else None,
         }
 
@@ -262,3 +291,7 @@ class BatchedStudy:
             g.set_state(s)
         self.rollouts = {int(k): v for k, v in state["rollouts"].items()}
         self.batch = state["batch"]
+        self.ages.load_state_dict(state.get("age_gens", {}))  # absent: a stale-k checkpoint from before variable ages
+        for batch in [*self.rollouts.values(), *([self.batch] if self.batch else [])]:
+            if batch["version"].dim() == 1:  # a checkpoint from before per-sample versions: one per run
+                batch["version"] = batch["version"][:, None].expand_as(batch["rewards"]).clone()

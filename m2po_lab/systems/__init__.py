@@ -7,6 +7,8 @@ its records; ``sample_ages`` / ``age_pmf`` give the empirical age distribution o
 trained samples (in versions or optimizer updates), ``summary`` the outputs (staleness,
 utilisation, updates per hour), ``compare`` adds the speed-up over the same system run
 synchronously. The model, its assumptions and its validation: docs/systems.md.
+``coupling.run_wallclock`` (``m2po-lab wallclock``) trains the toy study on a system's sample
+ages and reports eval reward against simulated hours (``wallclock``: time to target).
 
 Configs, presets, lengths and closed forms import without SimPy; the simulation entry
 points import it on first use (``pip install 'm2po-lab[systems]'``).
@@ -22,6 +24,7 @@ from .presets import PRESETS, get_preset
 _NEEDS_SIMPY = {
     "SimResult": ".results", "age_pmf": ".results", "sample_ages": ".results", "status_counts": ".results",
     "summary": ".results", "token_age_pmf": ".results", "token_ages": ".results", "compare": ".run",
+    "compare_with_baseline": ".run",
     "simulate": ".run",
 }
 
@@ -34,6 +37,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "LENGTH_PRESETS", "MODES", "PRESETS", "LengthDist", "SimResult", "SystemConfig", "age_pmf", "compare",
+    "compare_with_baseline",
     "decode_roofline", "get_preset", "mean_staleness_estimate", "sample_ages", "simulate", "status_counts",
     "summary", "token_age_pmf", "token_ages",
 ]

@@ -37,9 +37,9 @@ def format_table(out: dict, base: dict | None, pmf, estimate: dict) -> str:
     return "\n".join(lines)
 
 
-def _one_line_error(parser: argparse.ArgumentParser):
+def _one_line_error(parser: argparse.ArgumentParser, prog: str = PROG):
     def error(message: str):
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
     return error
 
@@ -101,3 +101,54 @@ def add_systems_parser(sub) -> None:
     p.add_argument("--no-baseline", action="store_true", help="skip the synchronous run (no speed-up)")
     add_dataclass_options(p, SystemConfig)
     p.set_defaults(func=_cmd_systems)
+
+
+WALLCLOCK_PROG = "m2po-lab wallclock"
+
+
+def _cmd_wallclock(args: argparse.Namespace) -> int:
+    from m2po_lab.cliutil import dataclass_overrides
+
+    from .coupling import WallclockConfig, run_wallclock
+    from .wallclock import table_lines
+
+    try:
+        cfg = WallclockConfig(**dataclass_overrides(args, WallclockConfig))
+        result = run_wallclock(cfg, args.out, progress=not args.no_progress, threads=args.threads, force=args.force)
+    except ImportError as err:  # simpy missing
+        print(f"{WALLCLOCK_PROG}: error: {err} (pip install 'm2po-lab[systems]')", file=sys.stderr)
+        return 2
+    except ValueError as err:  # a bad option or an unusable --out (RunDirError): one line, nothing written
+        print(f"{WALLCLOCK_PROG}: error: {err}", file=sys.stderr)
+        return 2
+    ttt = result["time_to_target"]
+    print(f"{cfg.system}: throughput speed-up of asynchronous over synchronous {result['speedup_throughput']:.2f}x; "
+          f"target {ttt['target']:.3f} ({cfg.target:.0%} of synchronous GRPO's final {ttt['reference']:.3f})")
+    print("\n".join(table_lines(ttt)))
+    for line in result["headline"]:
+        print(line)
+    print(f"wrote {args.out}/wallclock.md, wallclock.json, reward_vs_hours.png and study/ "
+          f"(study {result['study_wall_s']:.0f} s)")
+    return 0
+
+
+def add_wallclock_parser(sub) -> None:
+    """Register the ``wallclock`` subcommand (a system's ages drive the toy study; reward against simulated hours)."""
+    from m2po_lab.cliutil import add_dataclass_options
+
+    from .coupling import WallclockConfig
+
+    p = sub.add_parser(
+        "wallclock",
+        help="simulate a system, train the toy study on its sample ages, report reward against simulated hours",
+        description="Simulate the system asynchronously and synchronously, train the toy study on-policy and on "
+        "the asynchronous system's sample ages, map updates to simulated hours and report each method's time to "
+        "reach a target reward (docs/systems.md). Interrupted? Run the same command again: the study resumes.",
+    )
+    p.error = _one_line_error(p, WALLCLOCK_PROG)
+    p.add_argument("--out", default="runs/wallclock", help="output directory (default: runs/wallclock)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for tiny tensors)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="start the study over")
+    add_dataclass_options(p, WallclockConfig)
+    p.set_defaults(func=_cmd_wallclock)

@@ -94,6 +94,17 @@ PRESETS: dict[str, SystemConfig] = {
                              prompt_tokens=128, train_tokens_per_s=40000.0, weight_sync_s=1.0, batch_prompts=16,
                              group_size=4, max_staleness=2, steps=40, **length_overrides("short")),
 }
+# The teaching system with 3x the rollout workers and no staleness bound: fully asynchronous, and still
+# stationary (the trainer keeps up), mean age ~11 versions, p99 ~21. The default system of m2po-lab wallclock
+# (docs/systems.md, "Reward against wall-clock"). Illustrative.
+PRESETS["fully-async"] = replace(PRESETS["teaching"], rollout_workers=12, max_staleness=None, steps=100,
+                                 warmup_steps=20)
+# A rollout pool that outruns its trainer (16 workers) under a loose bound, eta = 64 versions: the queue fills to
+# the bound and nearly every sample is trained ~60 versions old, 240 of 4 updates: the paper's s = 256 regime
+# (the pool can generate ~23% more groups per second than the trainer takes). 300 warm-up steps: the ages grow
+# for ~300 steps. Illustrative.
+PRESETS["loose-bound"] = replace(PRESETS["teaching"], rollout_workers=16, max_staleness=64, steps=400,
+                                 warmup_steps=300)
 
 
 def get_preset(name: str, **overrides) -> SystemConfig:
