@@ -200,3 +200,68 @@ def global_batch_info(mask, group, mode: str = "token-mean", *, error=None) -> d
     elif mode.startswith("seq-mean"):
         info["num_seqs"] = seqs
     return info
+
+
+def global_metrics(metrics: dict[str, torch.Tensor], log_ratio, mask, group) -> dict[str, torch.Tensor]:
+    """A loss's metrics of this rank's rows -> the metrics of every rank's rows, by each key's rule.
+
+    The rules are :data:`m2po_lab.metrics.SCHEMA`'s: weighted means become ratios of summed
+    (value x weight, weight); ``max`` / ``min`` reduce as such; ``recompute`` keys (the
+    p99 of |log r|) are recomputed on every rank's valid log-ratios, gathered. Every rank
+    must call this with the same keys. Communication: one all-reduce (SUM) of 2 x K float64
+    plus the token and sequence counts, one all-reduce each for MAX and MIN keys, and for a
+    recompute key an all-gather of this rank's valid |log r| (4 bytes per valid token, the
+    two rounds of :func:`gather_candidates`).
+    """
+    from .metrics import MAX, MIN, RECOMPUTE, SAME, SEQ_MEAN, SCHEMA, SUM, TOKEN_MEAN, masked_quantile
+
+    mask_b = as_bool_mask(mask)
+    keys = sorted(metrics)
+    rules = [SCHEMA[k].merge if k in SCHEMA else None for k in keys]
+    unknown = [k for k, r in zip(keys, rules) if r is None]
+    if unknown:
+        raise KeyError(f"metrics {unknown} have no merge rule in m2po_lab.metrics.SCHEMA")
+    values = torch.stack([widen(metrics[k].detach()).double().reshape(()) for k in keys])  # (K,)
+    tokens = mask_b.sum().double()
+    seqs = mask_b.any(-1).sum().double()
+    weights = []
+    for k, r in zip(keys, rules):
+        if r == TOKEN_MEAN:
+            weights.append(tokens)
+        elif r == SEQ_MEAN:
+            weights.append(seqs)
+        elif r in (SUM, SAME, MAX, MIN, RECOMPUTE):
+            weights.append(tokens.new_ones(()))
+        else:  # weighted by another key's count
+            weights.append(widen(metrics[SCHEMA[k].weight].detach()).double().reshape(()))
+    w = torch.stack(weights).to(values.device)  # (K,)
+    sums = torch.cat([values * w, w])
+    dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=group)
+    highs, lows = values.clone(), values.clone()
+    dist.all_reduce(highs, op=dist.ReduceOp.MAX, group=group)
+    dist.all_reduce(lows, op=dist.ReduceOp.MIN, group=group)
+    n = len(keys)
+    out = {}
+    for i, (k, r) in enumerate(zip(keys, rules)):
+        if r == MAX:
+            out[k] = highs[i]
+        elif r == MIN:
+            out[k] = lows[i]
+        elif r == SUM:
+            out[k] = sums[i]
+        elif r == SAME:
+            out[k] = values[i]
+        elif r == RECOMPUTE:
+            out[k] = _recompute(k, log_ratio, mask_b, group, masked_quantile)
+        else:
+            out[k] = sums[i] / sums[n + i].clamp(min=1e-300)
+    return {k: v.float() for k, v in out.items()}
+
+
+def _recompute(key, log_ratio, mask_b, group, masked_quantile):
+    if key != "is/log_ratio_abs_p99":
+        raise KeyError(f"metric {key!r} must be recomputed on the whole batch; global_metrics knows how only for "
+                       "is/log_ratio_abs_p99")
+    abs_lr = widen(log_ratio.detach()).abs()[mask_b]  # (n_valid,)
+    everything, _ = gather_candidates(abs_lr, group)
+    return masked_quantile(everything, torch.ones_like(everything, dtype=torch.bool), 0.99).double()

@@ -1,7 +1,7 @@
 """The global decision on real gloo process groups (2 and 4 CPU processes) equals one process's.
 
 One spawn per world size; every process runs all the cases and compares its own part of
-mask, loss and gradient with the single-process result on the concatenated mini-batch
+mask, loss, gradient and logged metrics with the single-process result on the concatenated mini-batch
 (each rank builds every rank's batch from the same seed, so it can compute that result).
 Any rank that differs raises, and ``torch.multiprocessing.spawn`` then fails the test.
 """
@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from m2po_lab.aggregation import AGG_MODES, aggregate
-from m2po_lab.distributed import global_batch_info, global_m2po_mask, global_waterfill_threshold
+from m2po_lab.distributed import global_batch_info, global_m2po_mask, global_metrics, global_waterfill_threshold
 from m2po_lab.losses import LossConfig, batch_state, get_loss, slice_state
 from m2po_lab.masking import m2po_mask, trust_region_candidates, waterfill_threshold_tensor
 
@@ -109,6 +109,14 @@ def _check_case(seed, kind, rank, world, group):
         for key, value in state.items():
             expected = ref_state[key] if value.dim() == 0 else ref_state[key][rows, :T]
             assert torch.equal(value, expected), (seed, kind, name, key, rank)
+        # the logged metrics: this rank's, merged by the schema's rules == the whole batch's
+        metrics = get_loss(name)(logp, old, adv, mask, cfg, **state, **extra)[1]
+        ref_metrics = get_loss(name)(*full[:4], cfg, **ref_state, **({"prox_logp": full[4]} if extra else {}))[1]
+        merged = global_metrics(metrics, logp - old, mask, group)
+        assert set(merged) == set(ref_metrics), (name, set(merged) ^ set(ref_metrics))
+        for key, value in merged.items():
+            assert value.item() == pytest.approx(ref_metrics[key].double().item(), rel=1e-4, abs=1e-6), (
+                seed, kind, name, key, rank)
         loss, grad = _loss_and_grad(name, logp, old, adv, mask, cfg, mode, state, prox, **info)
         ref_loss, ref_grad = _loss_and_grad(name, *full[:4], cfg, mode, ref_state, full[4])
         total = loss.double().clone()

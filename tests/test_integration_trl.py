@@ -109,7 +109,19 @@ def test_m2po_trains_two_steps_with_optimizer_batch_mask(tiny, tmp_path):
     adv = torch.cat([s["adv"] for s in window])
     mask = torch.cat([s["mask"] for s in window])
     expected = m2po_mask(log_ratio, adv, mask, tau=1e-3).keep
+    assert trainer._window_scope
     assert torch.equal(torch.cat([s["keep"] for s in window]), expected)
+    # ...and the test can tell: deciding per micro-batch (the released code's scope) masks differently here
+    per_micro = torch.cat([m2po_mask(s["logp"].detach() - s["old_logp"], s["adv"], s["mask"], tau=1e-3).keep
+                           for s in window])
+    assert not torch.equal(per_micro, expected)
+    # the step's logged metrics are the loss's metrics of the whole optimizer batch (computed once)
+    from m2po_lab.losses import get_loss
+
+    old_logp = torch.cat([s["old_logp"] for s in window])
+    whole = get_loss("m2po")(log_ratio + old_logp, old_logp, adv, mask, LossConfig(tau=1e-3), keep=expected)[1]
+    for k in ("m2po/mask_frac", "m2po/m2_before", "clip/frac", "is/log_ratio_abs_p99"):
+        assert logs[1][k] == pytest.approx(float(whole[k]), rel=1e-5), k
 
 
 def test_on_policy_configuration_is_refused(tiny, tmp_path):
@@ -118,6 +130,12 @@ def test_on_policy_configuration_is_refused(tiny, tmp_path):
         _trainer(M2POGRPOTrainer, tiny, tmp_path, args, PolicyLossArgs())
 
 
-def test_unhonoured_settings_are_refused(tiny, tmp_path):
-    with pytest.raises(ValueError, match="beta=0.1"):
-        _trainer(M2POGRPOTrainer, tiny, tmp_path, _config(tmp_path, beta=0.1), PolicyLossArgs())
+@pytest.mark.parametrize("setting, match", [
+    (dict(beta=0.1), "beta=0.1"),
+    (dict(entropy_coef=0.5), "entropy_coef=0.5"),
+    (dict(use_adaptive_entropy=True), "use_adaptive_entropy=True"),
+])
+def test_unhonoured_settings_are_refused(tiny, tmp_path, setting, match):
+    """TRL's loss terms the adapter does not add are refused, never dropped silently."""
+    with pytest.raises(ValueError, match=match):
+        _trainer(M2POGRPOTrainer, tiny, tmp_path, _config(tmp_path, **setting), PolicyLossArgs())

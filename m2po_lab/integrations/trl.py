@@ -21,16 +21,25 @@ Scope of M2PO's mask (``mask_scope="optimizer_batch"``, the paper's Algorithm 1 
 optimizer mini-batch). TRL calls ``_compute_loss`` once per micro-batch, but every
 micro-batch of an optimizer step is already in TRL's generation buffer when the step
 begins. On its first micro-batch the trainer runs one extra no-grad forward over all the
-micro-batches of the step, gathers them from every data-parallel process, decides the
-mask once (:func:`m2po_lab.losses.batch_state`) and hands each micro-batch its slice
-(:func:`m2po_lab.losses.slice_state`). This needs each optimizer step to lie inside one
+micro-batches of the step, decides the mask once over the micro-batches of every
+data-parallel process (:func:`m2po_lab.losses.batch_state` with the process group: one
+global Algorithm 1, exactly the mask one process would compute on the whole optimizer
+batch; :mod:`m2po_lab.distributed` states the communication) and hands each micro-batch
+its slice (:func:`m2po_lab.losses.slice_state`). This needs each optimizer step to lie inside one
 generation: ``(steps_per_generation * num_iterations) % gradient_accumulation_steps == 0``;
 otherwise (or with ``mask_scope="micro_batch"``, the released code's choice) each
 micro-batch decides its own mask. Cost: one extra forward pass per optimizer step.
 
 Metrics: the loss's tensors (``m2po/mask_frac``, ``m2po/m2_before``, ``clip/frac``,
-``is/ratio_max``, ...) are averaged over processes and appended to TRL's ``self._metrics``
-with one host sync per micro-batch; TRL's ``log`` averages them over the logging interval.
+``is/ratio_max``, ...) of every process's rows, merged by each key's rule
+(:data:`m2po_lab.metrics.SCHEMA`: token-weighted means, max, min, the p99 recomputed), are
+appended to TRL's ``self._metrics`` with one host sync: once per optimizer step in the
+optimizer-batch scope (computed on the whole step), once per micro-batch otherwise. TRL's
+``log`` averages them over the logging interval.
+
+Not applied, refused with a clear error: TRL's KL term (``beta``), entropy bonus
+(``entropy_coef``, ``use_adaptive_entropy``), router aux loss of MoE models
+(``router_aux_loss_coef``), top-entropy masking and its off-policy mask.
 
 Tested with trl 1.16.0 (``TESTED_TRL``). The hook and the private helpers it uses
 (``_get_per_token_logps_and_entropies``, ``_buffered_inputs``, ``_step``, ``_metrics``)
@@ -46,6 +55,7 @@ import torch
 
 from m2po_lab._checks import check_choice
 from m2po_lab.aggregation import AGG_MODES, aggregate
+from m2po_lab.distributed import global_metrics
 from m2po_lab.losses import LossConfig, batch_state, get_loss, slice_state
 
 try:
@@ -132,6 +142,8 @@ def check_args(args: GRPOConfig | None) -> None:
         "top_entropy_quantile": (args.top_entropy_quantile, 1.0),
         "off_policy_mask_threshold": (args.off_policy_mask_threshold, None),
     }
+    unsupported["entropy_coef"] = (getattr(args, "entropy_coef", 0.0), 0.0)
+    unsupported["use_adaptive_entropy"] = (getattr(args, "use_adaptive_entropy", False), False)
     bad = [f"{k}={v!r} (need {want!r})" for k, (v, want) in unsupported.items() if v != want]
     if bad:
         raise ValueError(
@@ -161,6 +173,11 @@ class M2POGRPOTrainer(GRPOTrainer):
         self.policy_loss = PolicyLossArgs() if policy_loss is None else policy_loss
         self._window = None  # (optimizer step, {buffer index: state}, num_tokens, num_seqs)
         super().__init__(model, reward_funcs, args, *rest, **kw)
+        if getattr(self, "aux_loss_enabled", False):
+            raise ValueError(
+                f"M2POGRPOTrainer does not add TRL's router aux loss (router_aux_loss_coef="
+                f"{self.router_aux_loss_coef!r} on a Mixture-of-Experts model): set router_aux_loss_coef=0.0"
+            )
         generate_every = self.args.steps_per_generation * self.num_iterations
         self._window_scope = (
             self.policy_loss.mask_scope == "optimizer_batch"
@@ -196,7 +213,8 @@ class M2POGRPOTrainer(GRPOTrainer):
             num_seqs=num_seqs,
             norm_const=self.args.max_completion_length,
         )
-        self._log_loss_metrics(metrics)
+        if not (self.model.training and self._window_scope):  # the window logs once per optimizer step
+            self._log_loss_metrics(metrics, logp.detach() - old_logp, mask)
         return loss
 
     def _loss_mask(self, inputs) -> torch.Tensor:
@@ -245,7 +263,13 @@ class M2POGRPOTrainer(GRPOTrainer):
 
     @torch.no_grad()
     def _decide_window(self, model, step):
-        """batch_state over every micro-batch of optimizer step ``step`` on every process, sliced per micro-batch."""
+        """batch_state over every micro-batch of optimizer step ``step`` on every process, sliced per micro-batch.
+
+        This process's micro-batches are concatenated; the decision is global over the
+        data-parallel group (:func:`m2po_lab.losses.batch_state` with ``group``: an all-gather
+        of the candidates' M2, see :mod:`m2po_lab.distributed`). The step's metrics are
+        computed here once, on the whole step, and reduced over the group by each key's rule.
+        """
         ga, spg = self.args.gradient_accumulation_steps, self.args.steps_per_generation
         indices = [(step * ga + j) % spg for j in range(ga)]  # buffer slots, in training order
         unique = list(dict.fromkeys(indices))  # a slot used twice in one step counts once for the mask
@@ -259,11 +283,11 @@ class M2POGRPOTrainer(GRPOTrainer):
             parts.append((logp, old_logp, adv, self._loss_mask(b)))
         width = max(p[0].shape[1] for p in parts)
         logp, old_logp, adv, mask = (torch.cat([_pad(p[k], width) for p in parts]) for k in range(4))  # (N, T)
-        rows = logp.shape[0]
-        logp, old_logp, adv, mask = self._gather_rows(logp, old_logp, adv, mask)
-        state = batch_state(self.policy_loss.loss, logp, old_logp, adv, mask, self.policy_loss.loss_config)
-        offset = self.accelerator.process_index * rows  # this process's rows in the gathered batch
-        per_slot = {}
+        pl = self.policy_loss
+        state = batch_state(pl.loss, logp, old_logp, adv, mask, pl.loss_config, group=self._dp_group())
+        metrics = get_loss(pl.loss)(logp, old_logp, adv, mask, pl.loss_config, **state)[1]
+        self._log_loss_metrics(metrics, logp - old_logp, mask)
+        per_slot, offset = {}, 0
         for i, (p_logp, *_) in zip(unique, parts):
             n, t = p_logp.shape
             local = slice_state(state, slice(offset, offset + n))
@@ -271,25 +295,23 @@ class M2POGRPOTrainer(GRPOTrainer):
             offset += n
         return (per_slot, *self._window_counts([self._buffered_inputs[i] for i in indices]))
 
-    def _gather_rows(self, *tensors):
-        """Concatenate (N, T) tensors over data-parallel processes (rank order, padded to one T)."""
-        if self.accelerator.num_processes == 1:
-            return tensors
-        out = []
-        for t in tensors:
-            t = t.float() if t.dtype == torch.bool else t
-            t = self.accelerator.pad_across_processes(t, dim=1, pad_index=0)
-            out.append(self.accelerator.gather(t))
-        out[-1] = out[-1].bool()
-        return out
+    def _dp_group(self):
+        """The data-parallel process group (accelerate's default group), None on one process."""
+        return torch.distributed.group.WORLD if self.accelerator.num_processes > 1 else None
 
     # ------------------------------------------------------------ logging
-    def _log_loss_metrics(self, metrics: dict[str, torch.Tensor]) -> None:
-        """Append the loss's metrics (mean over processes) to TRL's ``_metrics``: one host sync."""
+    def _log_loss_metrics(self, metrics: dict[str, torch.Tensor], log_ratio, mask) -> None:
+        """Append the loss's metrics of every process's rows to TRL's ``_metrics``: one host sync.
+
+        Across processes each key merges by its rule (:data:`m2po_lab.metrics.SCHEMA`:
+        token-weighted means, max, min, the p99 recomputed), never a plain average.
+        """
         mode = "train" if self.model.training else "eval"
+        group = self._dp_group()
+        if group is not None:
+            metrics = global_metrics(metrics, log_ratio, mask, group)
         names = sorted(metrics)
-        values = torch.stack([metrics[k].detach().float().reshape(()) for k in names])[None]  # (1, K)
-        values = self.accelerator.gather(values).mean(0).tolist()  # host sync, once
+        values = torch.stack([metrics[k].detach().float().reshape(()) for k in names]).tolist()  # host sync, once
         for name, value in zip(names, values):
             self._metrics[mode][name].append(value)
 
