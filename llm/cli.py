@@ -61,3 +61,79 @@ def add_train_llm_parser(sub) -> None:
 
     add_dataclass_options(p, TrainConfig)
     p.set_defaults(func=_cmd_train_llm)
+
+
+STUDY_PRESET_NAMES = ("tiny-table1", "gpu-table1", "quick")  # kept in sync with study_config.PRESETS (a test checks it)
+
+
+def _default_workers() -> int:
+    import os
+
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _cmd_study_llm(args: argparse.Namespace) -> int:
+    try:
+        from m2po_lab.cliutil import dataclass_overrides
+
+        from .study import run_study_llm
+        from .study_config import LLMStudyConfig, get_preset
+    except ImportError as err:  # transformers missing
+        print(f"m2po-lab study-llm: error: {err} (pip install 'm2po-lab[llm]')", file=sys.stderr)
+        return 2
+    progress = not args.no_progress and sys.stderr.isatty()
+    try:
+        cfg = get_preset(args.preset, **dataclass_overrides(args, LLMStudyConfig))
+        workers = _default_workers() if args.workers is None else args.workers
+        summary = run_study_llm(cfg, args.out, workers=workers, progress=progress, force=args.force)
+    except ValueError as err:  # a bad option or an unusable --out (RunDirError): say so, write nothing
+        print(f"m2po-lab study-llm: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:  # a worker process failed: the others' finished runs and checkpoints stay
+        print(f"m2po-lab study-llm: error: {err}; the same command resumes the study", file=sys.stderr)
+        return 1
+    if summary.get("already_finished"):
+        print(f"{args.out} holds this study, finished ({summary['wall_s']:.0f} s); nothing to do. --force starts it "
+              "over; a new --out runs it elsewhere.")
+    else:
+        print(f"wrote {args.out}/summary.json, report.md and figures/ ({summary['wall_s']:.0f} s)")
+    for row in summary.get("table1", []):
+        print(f"  {row['method']:>8s} s={row['staleness']:<4d} final eval/reward {row['final_reward'] or 0:.3f} ± "
+              f"{row['final_reward_std'] or 0:.3f}  collapsed {row['collapsed']}/{row['seeds']}")
+    for c in summary["phenomena"]:
+        mark = {True: "held", False: "NOT held", None: "n/a"}[c["held"]]
+        print(f"  {mark:9s} {c['phenomenon']}")
+    return 0
+
+
+def add_study_llm_parser(sub) -> None:
+    """Register the ``study-llm`` subcommand on an argparse subparsers object."""
+    from m2po_lab.cliutil import add_dataclass_options
+
+    p = sub.add_parser(
+        "study-llm",
+        help="staleness sweep of the LLM trainer on a tiny transformer (the paper's Table 1 plus no_tr)",
+        description="Train one warm start, then every (method, staleness, seed) RL run of the LLM trainer from it, "
+        "in parallel processes (one torch thread each), and write a study directory (runs/*, summary.json, "
+        "report.md, figures; docs/run_format.md). Interrupted? Run the same command again: finished runs are kept, "
+        "the others resume exactly. A finished study is left as it is (--force starts over).",
+    )
+    p.add_argument("--preset", default="tiny-table1",
+                   help=f"one of {', '.join(STUDY_PRESET_NAMES)} (default: tiny-table1)")
+    p.add_argument("--out", default="runs/study-llm", help="study directory (default: runs/study-llm)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="runs trained at once, one process and one torch thread each (default: CPU cores, at most 8)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none off a terminal either)")
+    p.add_argument("--force", action="store_true", help="start over: remove the study already in --out first")
+    from .study_config import LLMStudyConfig  # no transformers import: `m2po-lab --help` works without it
+
+    add_dataclass_options(p, LLMStudyConfig)
+    p.set_defaults(func=_cmd_study_llm)
+
+
+def study_llm_main(argv: list[str] | None = None) -> int:
+    """``m2po-lab study-llm ARGS`` as a function (the same parser the ``m2po-lab`` command registers)."""
+    parser = argparse.ArgumentParser(prog="m2po-lab")
+    add_study_llm_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["study-llm", *(argv or [])])
+    return args.func(args)

@@ -41,7 +41,7 @@ from transformers import (
     Qwen2Config,
 )
 
-from .tokenizer import build_char_tokenizer, is_char_tokenizer_dir, load_char_tokenizer
+from .tokenizer import CHARS, build_char_tokenizer, extra_chars, is_char_tokenizer_dir, load_char_tokenizer
 
 _CONFIGS = {"qwen2": Qwen2Config, "llama": LlamaConfig}
 
@@ -57,6 +57,7 @@ def build_tiny_model(
     max_positions: int = 512,
     tie_embeddings: bool = True,
     seed: int = 0,
+    extra_tokens: int = 0,
 ) -> Path:
     """Create a randomly initialised tiny causal LM and save it to `out_dir`.
 
@@ -72,6 +73,8 @@ def build_tiny_model(
         max_positions: maximum sequence length (RoPE table size).
         tie_embeddings: share input embedding and LM head.
         seed: weight-initialisation seed (global RNG is forked, not touched).
+        extra_tokens: tokens added to the character vocabulary that no task
+            writes (`tokenizer.extra_chars`): a vocabulary of hundreds.
 
     Returns:
         `Path(out_dir)`, loadable with `load_model_and_tokenizer`.
@@ -81,7 +84,7 @@ def build_tiny_model(
         raise ValueError(f"arch must be one of {sorted(_CONFIGS)}, got {arch!r}")
     if hidden % heads:
         raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
-    tok = build_char_tokenizer()
+    tok = build_char_tokenizer(CHARS + extra_chars(extra_tokens))
     config = _CONFIGS[arch](
         vocab_size=len(tok),
         hidden_size=hidden,

@@ -39,7 +39,8 @@ def load_tasks(cfg) -> tuple[object, list[tuple[str, str]]]:
     ``cfg.data`` are held out and never trained on.
     """
     if cfg.task == "arith":
-        task = ArithmeticTask(n_digits=cfg.n_digits, seed=cfg.seed)
+        task = ArithmeticTask(n_digits=cfg.n_digits, seed=cfg.seed, little_endian=cfg.little_endian,
+                              fixed_width=cfg.fixed_width)
         return task, task.sample(cfg.eval_prompts, torch.Generator().manual_seed(cfg.seed + 1))
     template = "{question}" + _INSTRUCTIONS[cfg.task]
     kw = dict(prompt_template=template, seed=cfg.seed, **_KEYS[cfg.task])

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .models import generate, position_ids_from_mask
-from .tasks import MARK, mark_answers, reward
+from .tasks import MARK, ArithmeticTask, drop_carries, mark_answers, reward
 
 IGNORE_INDEX = -100
 
@@ -53,8 +53,13 @@ def build_sft_batch(
     return dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
 
 
-def sft_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean next-token cross-entropy over labelled (answer) tokens; scalar."""
+def sft_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean next-token cross-entropy over labelled (answer) tokens; scalar.
+
+    ``label_smoothing`` eps mixes the target with the uniform distribution over the
+    vocabulary (``F.cross_entropy``'s): the model keeps about eps / V on every token,
+    the tail a pretrained LM has and a narrow SFT otherwise squeezes out.
+    """
     logits = model(
         input_ids=batch["input_ids"],  # (B, T)
         attention_mask=batch["attention_mask"],  # (B, T)
@@ -65,6 +70,7 @@ def sft_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Te
         logits[:, :-1].flatten(0, 1).float(),  # (B * (T-1), V): predicts token t+1
         batch["labels"][:, 1:].flatten(),  # (B * (T-1),)
         ignore_index=IGNORE_INDEX,
+        label_smoothing=label_smoothing,
     )
 
 
@@ -150,6 +156,8 @@ def sft_warm_start(
     cosine: bool = True,
     marked_frac: float = 0.0,
     reward_fn=reward,
+    carry_drop: float = 0.0,
+    label_smoothing: float = 0.0,
 ) -> dict[str, float | list[float]]:
     """Fine-tune `model` in place on fresh `task.sample` batches; report accuracy.
 
@@ -166,6 +174,9 @@ def sft_warm_start(
             10% of `lr` (False: constant).
         marked_frac: each demonstration's answer is written `#### <answer>`
             with this probability (`tasks.mark_answers`), else bare.
+        carry_drop: the teacher forgets each carry of an addition with this
+            probability (`tasks.drop_carries`; 0: true sums, no draw).
+        label_smoothing: eps of `sft_loss` (0: plain cross-entropy).
         reward_fn: scores the final accuracy (`tasks.reward` or `strict_reward`).
 
     Returns (plain numbers; one host sync at the end, none per step):
@@ -185,8 +196,10 @@ def sft_warm_start(
     losses = []
     start = time.perf_counter()
     for _ in range(steps):
-        batch = build_sft_batch(tokenizer, mark_answers(task.sample(batch_size, train_gen), marked_frac, train_gen))
-        loss = sft_loss(model, {k: v.to(device) for k, v in batch.items()})
+        pairs = drop_carries(task.sample(batch_size, train_gen), carry_drop, train_gen,
+                             task if isinstance(task, ArithmeticTask) else None)
+        batch = build_sft_batch(tokenizer, mark_answers(pairs, marked_frac, train_gen))
+        loss = sft_loss(model, {k: v.to(device) for k, v in batch.items()}, label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

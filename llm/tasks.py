@@ -109,8 +109,9 @@ def answers_match(pred: str, gold: str) -> bool:
 
 MARK = "#### "
 """The answer marker the strict reward requires (GSM8K's), as `mark_answers` writes it."""
-REWARD_MODES = ("flexible", "strict")
-"""How a completion's answer is found: "flexible" (`reward`) or "strict" (`strict_reward`)."""
+REWARD_MODES = ("flexible", "strict", "exact", "digits")
+"""How a completion is scored: "flexible" (`reward`), "strict" (`strict_reward`), "exact" (`exact_reward`) or
+"digits" (`digits_reward`, partial credit per digit)."""
 
 
 def reward(completion: str, answer: str) -> float:
@@ -141,11 +142,41 @@ def strict_reward(completion: str, answer: str) -> float:
     return reward(f"#### {marked[-1]}", answer) if marked else 0.0
 
 
+def exact_reward(completion: str, answer: str) -> float:
+    """1.0 only if the completion's final answer is the string ``answer`` exactly, else 0.0.
+
+    The final answer is the first word after the last `####`, else the last word of the
+    completion. No number normalisation: for tasks whose answers are digit strings that
+    are not read as decimal numbers (little-endian arithmetic: `"021"` is 120, `"21"` is 12).
+    """
+    text = completion.rsplit("####", 1)[1] if "####" in completion else completion
+    words = text.split("\n", 1)[0].split() if "####" in completion else text.split()
+    return float(bool(words) and words[0 if "####" in completion else -1] == answer.strip())
+
+
+def digits_reward(completion: str, answer: str) -> float:
+    """Partial credit: the fraction of the characters of ``answer`` that the final answer has in the same place.
+
+    The final answer is found as in `exact_reward`; a shorter or longer answer loses the
+    missing or misplaced positions (``"975"`` for ``"9751"``: 0.75). 1.0 exactly when
+    `exact_reward` is 1.0. With it a response with a wrong digit can still beat its
+    group (an advantage > 0): what the toy study's ``partial`` reward does for fixed positions.
+    """
+    text = completion.rsplit("####", 1)[1].split("\n", 1)[0] if "####" in completion else completion
+    words = text.split()
+    pred = (words[0] if "####" in completion else words[-1]) if words else ""
+    gold = answer.strip()
+    if not gold:
+        return 0.0
+    right = sum(a == b for a, b in zip(pred, gold))
+    return right / max(len(gold), len(pred))
+
+
 def get_reward(mode: str):
     """The reward function of a mode in `REWARD_MODES`; ValueError names the accepted ones."""
     if mode not in REWARD_MODES:
         raise ValueError(f"reward_mode must be one of {list(REWARD_MODES)}, got {mode!r}")
-    return strict_reward if mode == "strict" else reward
+    return {"strict": strict_reward, "exact": exact_reward, "digits": digits_reward}.get(mode, reward)
 
 
 def mark_answers(pairs: list[tuple[str, str]], frac: float, generator: torch.Generator) -> list[tuple[str, str]]:
@@ -162,6 +193,53 @@ def mark_answers(pairs: list[tuple[str, str]], frac: float, generator: torch.Gen
     return [(p, MARK + a if u < frac else a) for (p, a), u in zip(pairs, draws)]
 
 
+def carry_sum(a: int, b: int, dropped: list[bool]) -> str:
+    """``a + b`` written column by column (units first), where the carry out of column i is lost if ``dropped[i]``.
+
+    ``dropped`` all False gives the true sum (95 + 17: ``"112"``); losing the units carry
+    gives ``"102"``, losing both ``"2"`` (a lost final carry loses the leading 1).
+    """
+    da, db = str(a)[::-1], str(b)[::-1]
+    digits, carry = [], 0
+    for i in range(max(len(da), len(db))):
+        s = int(da[i] if i < len(da) else 0) + int(db[i] if i < len(db) else 0) + carry
+        digits.append(s % 10)
+        carry = int(s >= 10 and not (i < len(dropped) and dropped[i]))
+    if carry:
+        digits.append(1)
+    return str(int("".join(str(d) for d in reversed(digits))))
+
+
+def drop_carries(pairs: list[tuple[str, str]], frac: float, generator: torch.Generator,
+                 task: "ArithmeticTask | None" = None) -> list[tuple[str, str]]:
+    """Rewrite ``"a+b="`` demonstrations as a student who forgets each carry with probability ``frac``.
+
+    The warm-start teacher of the LLM staleness study (``m2po_lab.llm.study``): every
+    carry is a *fork* (the SFT model learns to write the carried digit with probability
+    1 - frac), every other token is fixed. One uniform per pair and column is drawn from
+    ``generator`` whatever the outcome (a fixed number of draws per batch); ``frac`` 0
+    draws nothing and returns the true sums. Pairs that are not additions are refused.
+    ``task`` says how numbers are written (default: most-significant digit first).
+    """
+    task = task if task is not None else ArithmeticTask()
+    if not isinstance(task, ArithmeticTask):
+        raise ValueError(f"drop_carries: task must be an ArithmeticTask, got {type(task).__name__}")
+    if not 0.0 <= frac <= 1.0:
+        raise ValueError(f"carry drop frac must be in [0, 1], got {frac!r}")
+    if frac == 0.0:
+        return list(pairs)
+    parsed = []
+    for prompt, _ in pairs:
+        m = re.fullmatch(r"(\d+)\+(\d+)=", prompt)
+        if m is None:
+            raise ValueError(f"drop_carries: {prompt!r} is not an addition prompt 'a+b='")
+        parsed.append((task.read(m.group(1)), task.read(m.group(2))))
+    cols = max(len(str(max(a, b))) for a, b in parsed) if parsed else 0
+    draws = (torch.rand(len(pairs), cols, generator=generator) < frac).tolist()
+    width = task.max_answer_chars
+    return [(p, task.write(carry_sum(a, b, d), width)) for (p, _), (a, b), d in zip(pairs, parsed, draws)]
+
+
 # ----------------------------------------------------------------------------
 # Synthetic arithmetic
 # ----------------------------------------------------------------------------
@@ -171,7 +249,13 @@ _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * 
 
 @dataclass(frozen=True)
 class ArithmeticTask:
-    """Prompts `"12+34="` with answer `"46"`; difficulty = digits and operators."""
+    """Prompts `"12+34="` with answer `"46"`; difficulty = digits and operators.
+
+    ``little_endian``: every number is written least-significant digit first (`"21+43="`,
+    answer `"64"`), so each answer digit depends only on digits already seen and the carry
+    just written: the order in which a tiny transformer learns addition reliably. Score it
+    with `exact_reward` (`"01"` and `"1"` are different little-endian numbers).
+    """
 
     n_digits: int = 2
     """Operands are uniform in [0, 10**n_digits - 1]."""
@@ -179,6 +263,10 @@ class ArithmeticTask:
     """Operators drawn uniformly from this subset of "+", "-", "*"."""
     seed: int = 0
     """Seed used by `sample` when no generator is passed."""
+    little_endian: bool = False
+    """Write operands and answers least-significant digit first (not with "-": no signs)."""
+    fixed_width: bool = False
+    """Zero-pad operands to n_digits and answers to `max_answer_chars`: one length for every prompt and answer."""
 
     def __post_init__(self) -> None:
         if self.n_digits < 1:
@@ -186,6 +274,18 @@ class ArithmeticTask:
         bad = [op for op in self.ops if op not in _OPS]
         if bad or not self.ops:
             raise ValueError(f"ops must be a non-empty subset of {list(_OPS)}, got {self.ops}")
+        if (self.little_endian or self.fixed_width) and "-" in self.ops:
+            raise ValueError("little_endian / fixed_width: the ops must not include '-' (these numbers have no sign)")
+
+    def write(self, number: int | str, width: int = 0) -> str:
+        """A non-negative number as this task writes it: zero-padded to ``width`` digits when fixed-width, then
+        reversed when little-endian."""
+        text = str(number).zfill(width if self.fixed_width else 0)
+        return text[::-1] if self.little_endian else text
+
+    def read(self, text: str) -> int:
+        """The number a digit string written by this task stands for."""
+        return int(text[::-1] if self.little_endian else text)
 
     @property
     def max_answer_chars(self) -> int:
@@ -200,7 +300,8 @@ class ArithmeticTask:
         pairs = []
         for (a, b), k in zip(operands, op_idx):
             op = self.ops[k]
-            pairs.append((f"{a}{op}{b}=", str(_OPS[op](a, b))))
+            n, w = self.n_digits, self.max_answer_chars
+            pairs.append((f"{self.write(a, n)}{op}{self.write(b, n)}=", self.write(_OPS[op](a, b), w)))
         return pairs
 
     @staticmethod

@@ -39,7 +39,21 @@ CHARS: str = (
 )
 """Characters with their own token (arithmetic, GSM8K- and MATH-style text)."""
 
+EXTRA_BLOCK = 0x4E00
+"""First code point of the extra tokens (CJK ideographs: printable, one character, no case or spacing)."""
+
 _CHAR_SPLIT = r"[\s\S]"  # one piece per character; `.` would not match newlines
+
+
+def extra_chars(n: int) -> str:
+    """``n`` characters outside `CHARS` (from `EXTRA_BLOCK` on): tokens a task never writes.
+
+    A tiny model over `CHARS + extra_chars(n)` has a vocabulary of about 95 + n; the extra
+    tokens are the long tail a real LLM samples from at temperature 1.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 20000:
+        raise ValueError(f"extra tokens must be an integer in [0, 20000], got {n!r}")
+    return "".join(chr(EXTRA_BLOCK + i) for i in range(n))
 
 
 def build_vocab(chars: str = CHARS) -> dict[str, int]:

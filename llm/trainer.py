@@ -29,7 +29,7 @@ import torch
 from m2po_lab.aggregation import aggregate
 from m2po_lab import rundir as rd
 from m2po_lab.losses import batch_state, get_loss, slice_state
-from m2po_lab.metrics import masked_mean
+from m2po_lab.metrics import importance_metrics, masked_mean, merge_parts
 from m2po_lab.staleness import StaleQueue
 
 from .config import TrainConfig
@@ -37,6 +37,7 @@ from .models import build_tiny_model, load_model_and_tokenizer
 from .rollout import batch_bytes, encode_prompts, format_prompt, load_tasks, logp_and_entropy, model_context, rollout
 from .run_dir import RunDir, check_out, histograms, read_run, to_row, zeroed_examples
 from .sft import complete, score_texts, sft_warm_start
+from .study_records import AMP_KEY, amplified_examples, amplified_scalars
 from .tasks import get_reward, reward
 
 
@@ -125,19 +126,13 @@ def evaluate(model, tok, cfg: TrainConfig, eval_set, autocast) -> dict[str, floa
     return out
 
 
-def _combine(per_micro: list[dict], weights: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Micro-batch loss metrics -> one per update: token-weighted means, max of *_max, min of thresholds."""
-    w = torch.stack(weights).float()
-    out = {}
-    for k in per_micro[0]:
-        v = torch.stack([m[k].float() for m in per_micro])
-        if k.endswith("_max"):
-            out[k] = v.max()
-        elif k.endswith("threshold"):
-            out[k] = v.min()
-        else:
-            out[k] = (v * w).sum() / w.sum().clamp(min=1)
-    return out
+def _combine(per_micro: list[dict], tokens: list[int], seqs: list[int], log_ratio, mask) -> dict[str, torch.Tensor]:
+    """Micro-batch loss metrics -> the mini-batch's, by each key's rule (m2po_lab.metrics.SCHEMA).
+
+    Means are weighted by tokens, sequences or candidates; quantiles are recomputed on the
+    whole mini-batch's log-ratios, never averaged.
+    """
+    return merge_parts(per_micro, tokens, seqs, recomputed=importance_metrics(log_ratio, mask))
 
 
 def train_minibatch(model, optimizer, batch: dict, rows: slice, cfg: TrainConfig, has_state: bool, autocast):
@@ -183,7 +178,7 @@ def train_minibatch(model, optimizer, batch: dict, rows: slice, cfg: TrainConfig
         zeroed.append(mask[m] & (g == 0) & (adv[m, None] != 0))
         loss_sum = loss_sum + loss.detach()
         per_micro.append(metrics)
-        weights.append(mask[m].sum())
+        weights.append(int(mask_cpu[m, :R].sum()))
         logps.append(logp.detach())
         ents.append(entropy)
     clip = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
@@ -193,7 +188,8 @@ def train_minibatch(model, optimizer, batch: dict, rows: slice, cfg: TrainConfig
     if state is not None:  # exact mini-batch metrics of the mask that was applied
         metrics = loss_fn(logp_all, old_logp, adv, mask, cfg=lcfg, **state)[1]
     else:
-        metrics = _combine(per_micro, weights)
+        seqs = [int(mask_cpu[m, :R].any(-1).sum()) for m in micro]
+        metrics = _combine(per_micro, weights, seqs, logp_all - old_logp, mask)
     log_ratio = torch.where(mask, logp_all - old_logp, torch.zeros_like(logp_all))  # (b, R)
     scalars = {
         "loss": loss_sum, "entropy": masked_mean(ent_all, mask), "grad_norm": grad_norm.float(),
@@ -201,7 +197,7 @@ def train_minibatch(model, optimizer, batch: dict, rows: slice, cfg: TrainConfig
         **metrics,
     }
     tensors = dict(ids=ids, response_start=P, mask=mask, log_ratio=log_ratio, entropy=ent_all,
-                   zeroed=torch.cat(zeroed))
+                   zeroed=torch.cat(zeroed), adv=adv)
     return scalars, tensors
 
 
@@ -265,6 +261,8 @@ def _rl(cfg: TrainConfig, run: RunDir, model, tok, task, eval_set, autocast, pro
                 t0 = time.time()
                 rows = slice(j * mb, (j + 1) * mb)
                 scalars, tensors = train_minibatch(model, optimizer, batch, rows, cfg, has_state, autocast)
+                scalars.update(amplified_scalars(tensors["mask"], tensors["zeroed"], tensors["log_ratio"],
+                                                 tensors["adv"]))
                 row = {"update": update, "staleness": stale.staleness + j,
                        "reward": float(batch["reward"][rows].mean()), **to_row(scalars)}  # one host sync
                 examples = zeroed_examples(tok, tensors["ids"], tensors["response_start"], tensors["zeroed"],
@@ -273,6 +271,10 @@ def _rl(cfg: TrainConfig, run: RunDir, model, tok, task, eval_set, autocast, pro
                     row["masked_tokens"] = examples
                 if update % cfg.hist_every == 0 or update == cfg.updates - 1:
                     row.update(histograms(tensors["log_ratio"], tensors["entropy"], tensors["mask"]))
+                    amplified = amplified_examples(tok, tensors["ids"], tensors["response_start"], tensors["mask"],
+                                                   tensors["zeroed"], tensors["log_ratio"], tensors["adv"])
+                    if amplified:
+                        row[AMP_KEY] = amplified
                 if (update + 1) % cfg.eval_every == 0 or update == cfg.updates - 1:
                     model.eval()
                     last_eval = evaluate(model, tok, cfg, eval_set, autocast)

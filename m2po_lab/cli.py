@@ -81,11 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-root", default=None, metavar="DIR",
                    help="the explorer reads run directories below DIR only (default: the current directory)")
     p.set_defaults(func=_cmd_app)
-    from .llm.cli import add_train_llm_parser  # imports no transformers until the command runs
+    from .llm.cli import add_study_llm_parser, add_train_llm_parser  # imports no transformers until run
     from .study.window import add_window_parser
     from .systems.cli import add_systems_parser, add_wallclock_parser  # imports no SimPy until the command runs
 
     add_train_llm_parser(sub)
+    add_study_llm_parser(sub)
     add_systems_parser(sub)
     add_wallclock_parser(sub)
     add_window_parser(sub)

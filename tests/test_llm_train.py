@@ -59,6 +59,9 @@ def test_three_updates_through_the_cli(tiny_dir, tmp_path):
                 "m2po/m2_all", "m2po/mask_frac", "m2po/candidate_frac", "m2po/threshold", "queue/bytes_per_seq"):
         assert all(key in r for r in rows), key
     assert "eval/accuracy" in rows[1] and "eval/accuracy_sampled" in rows[2]
+    from m2po_lab.metrics import SCHEMA
+
+    assert not {k for r in rows for k in r} - set(SCHEMA)  # every key written has a merge rule and a doc line
     assert "is/log_ratio_hist" in rows[0] and "entropy_by_ratio" in rows[2]
     meta = json.loads((out / "config.json").read_text())
     assert meta["kind"] == "llm" and meta["config"]["method"] == "m2po" and "eval/accuracy" in meta["start"]

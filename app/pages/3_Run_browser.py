@@ -8,6 +8,7 @@ cannot be read shows what is wrong with it (``rd.RunDirError``), never a traceba
 from __future__ import annotations
 
 import html
+import math
 
 import pandas as pd
 import streamlit as st
@@ -15,6 +16,7 @@ from _common import PAPER, directory_ui, new_figure, page_setup, show, status_no
 
 from m2po_lab import rundir as rd
 from m2po_lab.explorer import analysis as an
+from m2po_lab.llm.study_records import AMP_KEY
 
 DEFAULT_METRICS = ("reward", "eval/reward", "eval/accuracy", "clip/frac", "m2")
 MAX_DEFAULT_RUNS = 4
@@ -144,6 +146,44 @@ def tokens_html(tokens: list[dict]) -> str:
     return f"<table><tr><th>context, then the masked token</th><th>log_ratio</th></tr>{rows}</table>"
 
 
+def amplified_at(run: rd.Run, update: int) -> tuple[int | None, list[dict]]:
+    """The ``amplified_tokens`` record of the latest update <= ``update`` that logged one: (that update, tokens)."""
+    found, tokens = None, []
+    for row in run.rows:
+        if row["update"] > update:
+            break
+        if row.get(AMP_KEY):
+            found, tokens = row["update"], row[AMP_KEY]
+    return found, list(tokens)
+
+
+def amplified_html(tokens: list[dict]) -> str:
+    """A table of the kept tokens with the largest r: the context, the token highlighted, log r, r and A."""
+    cell = "font-family:monospace;white-space:pre-wrap;padding:2px 8px"
+    rows = "".join(
+        f"<tr><td style='{cell};text-align:right'>…{html.escape(t.get('text', ''))}"
+        f"<mark style='background:#90caf9'>{html.escape(t.get('token', ''))}</mark></td>"
+        f"<td style='{cell}'>{t.get('log_ratio', float('nan')):+.3f}</td>"
+        f"<td style='{cell}'>{math.exp(min(t.get('log_ratio', float('nan')), 50)):.3g}</td>"
+        f"<td style='{cell}'>{t.get('adv', float('nan')):+.2f}</td></tr>"
+        for t in tokens
+    )
+    return (f"<table><tr><th>context, then the token that kept its gradient</th><th>log_ratio</th><th>r</th>"
+            f"<th>A</th></tr>{rows}</table>")
+
+
+def amplified_section(run: rd.Run, cursor: int) -> None:
+    found, tokens = amplified_at(run, cursor)
+    if found is None:
+        st.caption(f"{run.name}: no amplified_tokens record at or before update {cursor} (logged every hist_every "
+                   "updates by the LLM trainer).")
+        return
+    st.markdown(f"{run.name}: the {len(tokens)} tokens of update **{found}** that kept their gradient with the "
+                "largest importance weight r (the latest record at or before the cursor): what a loss without a "
+                "trust region amplifies, r x A, when A > 0.")
+    st.markdown(amplified_html(tokens), unsafe_allow_html=True)
+
+
 def masked_section(loaded: list[rd.Run], cursor: int) -> None:
     llm = [r for r in loaded if r.kind == "llm"]
     if not llm:
@@ -156,10 +196,11 @@ def masked_section(loaded: list[rd.Run], cursor: int) -> None:
     total = an.masked_token_count(run)
     if found is None:
         st.info(f"{run.name}: no masked tokens logged at or before update {cursor} ({total} in the whole run).")
-        return
-    st.markdown(f"{run.name}: the {len(tokens)} zeroed tokens of update **{found}** with the largest "
-                f"|log r| (the latest logged at or before the cursor; {total} in the whole run).")
-    st.markdown(tokens_html(tokens), unsafe_allow_html=True)
+    else:
+        st.markdown(f"{run.name}: the {len(tokens)} zeroed tokens of update **{found}** with the largest "
+                    f"|log r| (the latest logged at or before the cursor; {total} in the whole run).")
+        st.markdown(tokens_html(tokens), unsafe_allow_html=True)
+    amplified_section(run, cursor)
 
 
 # ---------------------------------------------------------------- the page
@@ -195,5 +236,5 @@ metric_charts(loaded, metrics, log_y, window, cursor)
 st.subheader("Importance ratios: quantiles of log r")
 bands_chart(loaded, cursor)
 st.caption("Light: q05 to q95; dark: q25 to q75; black: the median. Recorded every hist_every updates.")
-st.subheader("Masked tokens (LLM runs): the tokens whose gradient the loss zeroed")
+st.subheader("Masked and amplified tokens (LLM runs): what the loss zeroed, what it weighted most")
 masked_section(loaded, cursor)
