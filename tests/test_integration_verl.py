@@ -124,7 +124,10 @@ def test_behaviour_rollout_rebuilds_behaviour_log_probs_from_token_weights():
         rollout_is="token",
         rollout_is_threshold=1e9,
     )
-    config = _actor_config(M2POPolicyLossConfig(loss_mode="m2po", behaviour="rollout"))
+    from verl.trainer.config import RolloutCorrectionConfig
+
+    mirrored = RolloutCorrectionConfig(rollout_is="token", rollout_is_threshold=1e9)
+    config = _actor_config(M2POPolicyLossConfig(loss_mode="m2po", behaviour="rollout", rollout_correction=mirrored))
     loss, _ = get_policy_loss_fn("m2po")(
         old_log_prob, log_prob, advantages, response_mask, config=config, rollout_is_weights=weights
     )
@@ -145,7 +148,7 @@ def test_documented_overrides_instantiate_our_config():
     from hydra import compose, initialize_config_dir
     from verl.utils.config import omega_conf_to_dataclass
 
-    from m2po_lab.integrations.verl import M2POPolicyLossConfig
+    from m2po_lab.integrations.verl import MIRROR, M2POPolicyLossConfig
 
     overrides = [
         "actor_rollout_ref.actor.policy_loss._target_=m2po_lab.integrations.verl.M2POPolicyLossConfig",
@@ -153,6 +156,10 @@ def test_documented_overrides_instantiate_our_config():
         "+actor_rollout_ref.actor.policy_loss.tau=0.04",
         "+actor_rollout_ref.actor.policy_loss.region=harmful",
         "+actor_rollout_ref.actor.policy_loss.behaviour=rollout",
+        "algorithm.rollout_correction.rollout_is=token",
+        "algorithm.rollout_correction.rollout_is_threshold=1e9",
+        "+" + MIRROR,
+        "+actor_rollout_ref.actor.policy_loss.mask_scope=dp_group",
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
         "actor_rollout_ref.rollout.n=8",
     ]
@@ -163,8 +170,29 @@ def test_documented_overrides_instantiate_our_config():
     assert isinstance(actor.policy_loss, M2POPolicyLossConfig)
     assert (actor.policy_loss.tau, actor.policy_loss.region, actor.policy_loss.behaviour) == (0.04, "harmful", "rollout")
 
+    assert actor.policy_loss.mask_scope == "dp_group"
+    mirrored = actor.policy_loss.rollout_correction  # a plain dict: verl converts only what has a _target_
+    assert mirrored["rollout_is"] == "token" and mirrored["rollout_is_threshold"] == 1e9
     with pytest.raises(ValueError, match="behaviour"):
         M2POPolicyLossConfig(behaviour="stale")
+
+
+@needs_verl
+@pytest.mark.parametrize("settings, needle", [
+    ({}, "must see algorithm.rollout_correction"),
+    ({"rollout_is": "token", "rollout_is_threshold": 1e9, "rollout_is_batch_normalize": True}, "batch-normalised"),
+    ({"rollout_is": "token", "rollout_is_threshold": 2.0}, "never truncated"),
+    ({"rollout_is": "sequence", "rollout_is_threshold": 1e9}, "rollout_is=token"),
+    ({"rollout_is": "token", "rollout_is_threshold": 1e9, "bypass_mode": True}, "decoupled mode"),
+])
+def test_behaviour_rollout_refuses_settings_it_cannot_invert(settings, needle):
+    from verl.trainer.config import RolloutCorrectionConfig
+
+    from m2po_lab.integrations.verl import M2POPolicyLossConfig
+
+    with pytest.raises(ValueError, match=needle):
+        M2POPolicyLossConfig(behaviour="rollout", rollout_correction=RolloutCorrectionConfig(**settings))
+    M2POPolicyLossConfig(behaviour="old_log_prob", rollout_correction=RolloutCorrectionConfig(**settings))  # unused
 
 
 @needs_verl
@@ -185,3 +213,106 @@ def test_verl_plugins_entry_point_registers_on_import(tmp_path):
     env.pop("VERL_USE_EXTERNAL_PLUGINS", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- mask_scope=dp_group on gloo
+def _dp_worker(rank, world, init_file):
+    import datetime
+
+    import torch.distributed as dist
+    from verl.trainer.ppo.core_algos import get_policy_loss_fn
+
+    from m2po_lab.integrations.verl import M2POPolicyLossConfig
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        differs = 0.0
+        for name in ("m2po", "m2po_released"):
+            for seed in range(4):
+                parts = [_batch(seed=10 * seed + r, bs=3 + r, T=9, stale=0.6) for r in range(world)]  # uneven shards
+                total = sum(int(p[3].sum()) for p in parts)
+                old_log_prob, log_prob, advantages, response_mask = parts[rank]
+                config = _actor_config(M2POPolicyLossConfig(loss_mode=name, tau=0.01, mask_scope="dp_group"),
+                                       dp_size=world, batch_num_tokens=total, global_batch_size=sum(len(p[0]) for p in parts))
+                loss, metrics = get_policy_loss_fn(name)(old_log_prob, log_prob, advantages, response_mask,
+                                                         config=config)
+                (grad,) = torch.autograd.grad(loss, log_prob)
+                # one process on the concatenated mini-batch (verl's dp_size=1 path)
+                cat = [torch.cat([p[k].detach() for p in parts]) for k in range(4)]
+                whole = cat[1].clone().requires_grad_()
+                one = _actor_config(M2POPolicyLossConfig(loss_mode=name, tau=0.01), dp_size=1, batch_num_tokens=total,
+                                    global_batch_size=len(whole))
+                ref_loss, ref_metrics = get_policy_loss_fn(name)(cat[0], whole, cat[2], cat[3], config=one)
+                (ref_grad,) = torch.autograd.grad(ref_loss, whole)
+                rows = slice(sum(len(p[0]) for p in parts[:rank]), sum(len(p[0]) for p in parts[: rank + 1]))
+                summed = loss.detach().clone()
+                dist.all_reduce(summed)
+                assert summed.item() / world == pytest.approx(ref_loss.item(), rel=1e-9), (name, seed)
+                torch.testing.assert_close(grad / world, ref_grad[rows], rtol=1e-9, atol=1e-12)
+                for k, v in ref_metrics.items():
+                    assert metrics[k] == pytest.approx(v, rel=1e-5, abs=1e-7), (name, seed, k)
+                # the same call deciding on this shard alone (the default scope)
+                local = _actor_config(M2POPolicyLossConfig(loss_mode=name, tau=0.01), dp_size=world,
+                                      batch_num_tokens=total, global_batch_size=len(whole))
+                alone, _ = get_policy_loss_fn(name)(old_log_prob, log_prob, advantages, response_mask, config=local)
+                differs += float(alone.item() != loss.item())
+        flags = torch.tensor([differs])
+        dist.all_reduce(flags)
+        assert flags.item() > 0  # some shard alone decided otherwise: the test can tell the scopes apart
+        # two micro-batches per rank: the tokens do not add up to the mini-batch, every rank refuses
+        old_log_prob, log_prob, advantages, response_mask = _batch(seed=99 + rank)
+        total = 2 * world * int(response_mask.sum())  # pretend the mini-batch is twice what this call holds
+        config = _actor_config(M2POPolicyLossConfig(loss_mode="m2po", mask_scope="dp_group"), dp_size=world,
+                               batch_num_tokens=total + 10**6, global_batch_size=12)
+        with pytest.raises(ValueError, match="ppo_micro_batch_size_per_gpu"):
+            get_policy_loss_fn("m2po")(old_log_prob, log_prob, advantages, response_mask, config=config)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@needs_verl
+@pytest.mark.parametrize("world", [2, 3])
+def test_dp_group_scope_equals_one_process_on_the_whole_mini_batch(world, tmp_path, monkeypatch):
+    """verl's own entry point (get_policy_loss_fn) on `world` gloo processes: loss, gradient and metrics of the
+    dp_group decision equal one process's on the concatenated mini-batch."""
+    import types
+
+    import torch.multiprocessing as mp
+
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    mp.spawn(_dp_worker, args=(world, str(tmp_path / "init")), nprocs=world, join=True)
+
+
+@needs_verl
+def test_dp_group_scope_refuses_what_it_cannot_make_exact():
+    from verl.workers.config import ActorConfig, FSDPActorConfig, McoreActorConfig
+
+    from m2po_lab.integrations.verl import M2POPolicyLossConfig
+
+    old_log_prob, log_prob, advantages, response_mask = _batch()
+    policy = M2POPolicyLossConfig(loss_mode="m2po", mask_scope="dp_group")
+    info = {"dp_size": 1, "batch_num_tokens": int(response_mask.sum())}
+    cases = (
+        (ActorConfig, dict(strategy="fsdp", use_dynamic_bsz=True, ppo_max_token_len_per_gpu=4096), "use_dynamic_bsz"),
+        (FSDPActorConfig, dict(strategy="fsdp", ppo_micro_batch_size_per_gpu=2, ulysses_sequence_parallel_size=2),
+         "sequence parallelism"),
+        (McoreActorConfig, dict(strategy="megatron", ppo_micro_batch_size_per_gpu=2), "FSDP"),
+    )
+    for cls, kw, needle in cases:
+        config = cls(rollout_n=8, policy_loss=policy, global_batch_info=info, **kw)
+        with pytest.raises(ValueError, match=needle):
+            get_policy_loss_fn_m2po()(old_log_prob, log_prob, advantages, response_mask, config=config)
+    fine = ActorConfig(strategy="fsdp", rollout_n=8, ppo_micro_batch_size_per_gpu=2, policy_loss=policy,
+                       global_batch_info=info)
+    get_policy_loss_fn_m2po()(old_log_prob, log_prob, advantages, response_mask, config=fine)  # one process: fine
+    with pytest.raises(ValueError, match="mask_scope"):
+        M2POPolicyLossConfig(mask_scope="global")
+
+
+def get_policy_loss_fn_m2po():
+    from verl.trainer.ppo.core_algos import get_policy_loss_fn
+
+    return get_policy_loss_fn("m2po")
