@@ -19,13 +19,13 @@ def _cmd_train_llm(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.resume:
-            summary = resume(args.resume, progress=not args.no_progress)
+            summary = resume(args.resume, progress=not args.no_progress and sys.stderr.isatty())
             out = args.resume
         else:
             if args.out is None:
                 raise ValueError("out: give --out DIR (or --resume DIR)")
             cfg = get_preset(args.preset, **dataclass_overrides(args, TrainConfig))
-            summary = train(cfg, args.out, progress=not args.no_progress)
+            summary = train(cfg, args.out, progress=not args.no_progress and sys.stderr.isatty())
             out = args.out
     except ValueError as err:
         print(f"m2po-lab train-llm: error: {err}", file=sys.stderr)
@@ -56,7 +56,7 @@ def add_train_llm_parser(sub) -> None:
     p.add_argument("--preset", default=None, help=f"start from a preset: {', '.join(PRESET_NAMES)} (default: none)")
     p.add_argument("--out", default=None, help="new run directory")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (there are none off a terminal either)")
     from .config import TrainConfig  # no transformers import: `m2po-lab --help` works without it
 
     add_dataclass_options(p, TrainConfig)

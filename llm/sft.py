@@ -158,6 +158,7 @@ def sft_warm_start(
     reward_fn=reward,
     carry_drop: float = 0.0,
     label_smoothing: float = 0.0,
+    progress: bool = False,
 ) -> dict[str, float | list[float]]:
     """Fine-tune `model` in place on fresh `task.sample` batches; report accuracy.
 
@@ -177,6 +178,8 @@ def sft_warm_start(
         carry_drop: the teacher forgets each carry of an addition with this
             probability (`tasks.drop_carries`; 0: true sums, no draw).
         label_smoothing: eps of `sft_loss` (0: plain cross-entropy).
+        progress: a tqdm bar with ETA on stderr (the loss shown every 50 steps:
+            one host sync each).
         reward_fn: scores the final accuracy (`tasks.reward` or `strict_reward`).
 
     Returns (plain numbers; one host sync at the end, none per step):
@@ -195,7 +198,12 @@ def sft_warm_start(
     model.train()
     losses = []
     start = time.perf_counter()
-    for _ in range(steps):
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc="warm start (SFT)", unit="step")
+    for step in range(steps):
         pairs = drop_carries(task.sample(batch_size, train_gen), carry_drop, train_gen,
                              task if isinstance(task, ArithmeticTask) else None)
         batch = build_sft_batch(tokenizer, mark_answers(pairs, marked_frac, train_gen))
@@ -205,6 +213,12 @@ def sft_warm_start(
         optimizer.step()
         scheduler.step()
         losses.append(loss.detach())
+        if bar is not None:
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    if bar is not None:
+        bar.close()
     seconds = time.perf_counter() - start
     model.eval()
     loss_list = torch.stack(losses).tolist() if losses else []

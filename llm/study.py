@@ -121,13 +121,15 @@ def _train(cfg: LLMStudyConfig, out: Path, resume: bool, workers: int, progress:
         print(f"study-llm: warm start ({cfg.warm_start_steps} supervised steps, once for every run) ...",
               file=sys.stderr, flush=True)
     with _quiet_transformers():
-        model, warm = ensure_warm_start(cfg, out)
+        model, warm = ensure_warm_start(cfg, out, progress)
     jobs = _jobs(cfg, out, model.resolve())
     monitor = _Monitor(out, cfg, enabled=progress)
     try:
         _execute(jobs, workers)
     finally:
         monitor.close()
+    if progress:
+        print("study-llm: summary, report and figures ...", file=sys.stderr, flush=True)
     return write_report(cfg, out, time.time() - t0, env, warm)
 
 

@@ -38,7 +38,7 @@ def warm_start_fields(cfg) -> dict:
     return {k: getattr(cfg, k) for k in FIELDS}
 
 
-def ensure_warm_start(cfg, study_dir) -> tuple[Path, dict]:
+def ensure_warm_start(cfg, study_dir, progress: bool = False) -> tuple[Path, dict]:
     """(model directory, report) of the study's warm start: reused when finished with these settings, else trained."""
     d = Path(study_dir) / WARM_DIR
     report_path = d / WARM_REPORT
@@ -50,12 +50,12 @@ def ensure_warm_start(cfg, study_dir) -> tuple[Path, dict]:
     if d.exists():
         shutil.rmtree(d)  # an interrupted warm start: train it again from its seed
     d.mkdir(parents=True)
-    report = train_warm_start(cfg, d / "model")
+    report = train_warm_start(cfg, d / "model", progress)
     rd.write_json(report_path, report)
     return d / "model", report
 
 
-def train_warm_start(cfg, model_dir) -> dict:
+def train_warm_start(cfg, model_dir, progress: bool = False) -> dict:
     """Build the tiny model, supervise it on the carry-dropping teacher, save it; the report (plain numbers)."""
     device = torch.device(cfg.device)
     build_tiny_model(model_dir, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, seed=cfg.warm_start_seed,
@@ -65,7 +65,8 @@ def train_warm_start(cfg, model_dir) -> dict:
                           fixed_width=cfg.fixed_width)
     sft = sft_warm_start(model, tok, task, steps=cfg.warm_start_steps, lr=cfg.warm_start_lr,
                          batch_size=cfg.warm_start_batch, seed=cfg.warm_start_seed, eval_size=0,
-                         marked_frac=cfg.marked_frac, carry_drop=cfg.carry_drop, label_smoothing=cfg.label_smoothing)
+                         marked_frac=cfg.marked_frac, carry_drop=cfg.carry_drop, label_smoothing=cfg.label_smoothing,
+                         progress=progress)
     model.save_pretrained(str(model_dir))
     stats = warm_start_stats(model, tok, cfg)
     losses = sft.pop("sft/losses")

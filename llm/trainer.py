@@ -54,7 +54,7 @@ def _step_generator(seed: int, step: int, call: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4099 + call)
 
 
-def load_policy(cfg: TrainConfig, run: RunDir | None, task, device):
+def load_policy(cfg: TrainConfig, run: RunDir | None, task, device, progress: bool = False):
     """The policy and tokenizer: ``cfg.model`` (run None: before OUT is touched), or the tiny model in OUT/model.
 
     The tiny model is built and warm-started once (then saved as the RL start);
@@ -73,7 +73,7 @@ def load_policy(cfg: TrainConfig, run: RunDir | None, task, device):
         model, tok = _load(path, device, "resume", local_files_only=True)
         if run.meta.get("start") is None and cfg.warm_start_steps:
             sft = sft_warm_start(model, tok, task, steps=cfg.warm_start_steps, lr=cfg.warm_start_lr, seed=cfg.seed,
-                                 eval_size=0, marked_frac=cfg.warm_start_marked_frac)
+                                 eval_size=0, marked_frac=cfg.warm_start_marked_frac, progress=progress)
             sft = {k: v for k, v in sft.items() if k != "sft/losses"}
             model.save_pretrained(str(path))  # the RL start on disk
     if cfg.gradient_checkpointing:
@@ -217,7 +217,7 @@ def train(cfg: TrainConfig, out_dir, *, resume: bool = False, progress: bool = T
     if loaded is not None:
         check_prompts(loaded[1], loaded[0], cfg, task, eval_set)
     with RunDir(out_dir, cfg.to_dict(), resume, device=str(device)) as run:
-        model, tok, sft = loaded if loaded is not None else load_policy(cfg, run, task, device)
+        model, tok, sft = loaded if loaded is not None else load_policy(cfg, run, task, device, progress)
         if run.meta.get("start") is None:
             run.meta["start"] = {**sft, **evaluate(model, tok, cfg, eval_set, autocast)}
             run.write_meta()

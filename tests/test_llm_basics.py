@@ -328,6 +328,17 @@ def test_sft_lowers_loss_and_is_seeded(tiny_dir):
     assert torch.isfinite(sft_loss(model, batch))
 
 
+def test_sft_progress_bar_shows_steps_and_changes_nothing(tiny_dir, capsys):
+    task = ArithmeticTask(n_digits=2)
+    runs = []
+    for progress in (False, True):
+        model, tok = load_model_and_tokenizer(tiny_dir, local_files_only=True)
+        runs.append(sft_warm_start(model, tok, task, steps=6, batch_size=8, seed=0, eval_size=0, progress=progress))
+        err = capsys.readouterr().err
+        assert ("warm start (SFT)" in err and "6/6" in err) == progress, err
+    assert runs[0]["sft/losses"] == runs[1]["sft/losses"]  # the bar's loss readout does not touch training
+
+
 def test_sft_reaches_nonzero_accuracy(tiny_dir):
     """1-digit addition: ~2 s on 2 CPU cores, greedy accuracy ~0.6 (measured)."""
     model, tok = load_model_and_tokenizer(tiny_dir, local_files_only=True)
