@@ -1,15 +1,9 @@
 """Tasks with verifiable rewards: synthetic arithmetic and GSM8K/MATH-style JSONL.
 
-Every task offers `sample(n, generator) -> list[(prompt, answer)]`; the reward
-of a completion is `reward(completion, answer)` in {0.0, 1.0}, computed by
-`extract_answer` + `answers_match` (`strict_reward` also requires the `####` marker):
-
-- `#### 42` (GSM8K final-answer marker) wins, then the last `\\boxed{...}`
-  (MATH, nested braces allowed), then the last number in the text;
-- numbers are normalised: `1,000` == `1000`, `42.0` == `42`, `+5` == `5`,
-  `$` signs and a trailing period are dropped, and `0.5` == `1/2` ==
-  `\\frac{1}{2}` (exact rational comparison);
-- anything else is compared as a whitespace-free string.
+Every task offers `sample(n, generator) -> list[(prompt, answer)]`; the rewards live in
+`rewards.py` (re-exported here: `reward`, `strict_reward`, `exact_reward`,
+`digits_reward`, `get_reward`, `extract_answer`, `answers_match`, ...). Also here: the
+warm-start teachers' helpers (`mark_answers`, `carry_sum`, `drop_carries`).
 """
 
 from __future__ import annotations
@@ -17,166 +11,22 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import torch
 
-# ----------------------------------------------------------------------------
-# Answer extraction and comparison
-# ----------------------------------------------------------------------------
-
-_NUMBER = re.compile(r"(?<![\d.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
-_FRAC = re.compile(r"^\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}$")
-
-
-def _boxed_content(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
-    rest = text[start:].split("{", 1)
-    if len(rest) < 2:  # `\boxed 5` form: the next whitespace-free word
-        words = text[start + len("\\boxed") :].split()
-        return words[0].rstrip("$") if words else None
-    depth, out = 1, []
-    for ch in rest[1]:
-        depth += (ch == "{") - (ch == "}")
-        if depth == 0:
-            return "".join(out)
-        out.append(ch)
-    return None  # unbalanced braces
-
-
-def extract_answer(text: str) -> str | None:
-    """The final answer in a completion or reference solution, or None.
-
-    Priority: text after the last `####` (its first number if it has one),
-    then the last `\\boxed{...}`, then the last number anywhere.
-    The result is normalised with `normalize_answer`.
-    """
-    if "####" in text:
-        rest = text.rsplit("####", 1)[1].strip().split("\n", 1)[0]
-        if _to_number(normalize_answer(rest)) is None and _NUMBER.search(rest):
-            rest = _NUMBER.search(rest).group(0)
-        return normalize_answer(rest) or None
-    boxed = _boxed_content(text)
-    if boxed is not None:
-        return normalize_answer(boxed)
-    numbers = _NUMBER.findall(text)
-    return normalize_answer(numbers[-1]) if numbers else None
-
-
-def normalize_answer(ans: str) -> str:
-    """Canonical string form: no spaces, `$`, trailing period, thousands commas.
-
-    Numbers become their canonical decimal form (`42.0` -> `42`,
-    `+5` -> `5`, `0.50` -> `0.5`); other strings keep their text.
-    """
-    s = ans.strip().replace("\\$", "").replace("$", "")
-    for junk in ("\\left", "\\right", "\\!", "\\,", "\\;", " "):
-        s = s.replace(junk, "")
-    s = s.rstrip(".")
-    if re.fullmatch(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
-        s = s.replace(",", "")
-    num = _to_number(s)
-    if num is not None and num.denominator == 1:
-        return str(num.numerator)
-    if num is not None and re.fullmatch(r"[-+]?\d*\.\d+", s):
-        return s.lstrip("+").rstrip("0").rstrip(".") if "." in s else s
-    return s
-
-
-def _to_number(s: str) -> Fraction | None:
-    """Exact value of `12`, `-3.5`, `1/2`, `\\frac{1}{2}`; None otherwise."""
-    frac = _FRAC.match(s)
-    if frac:
-        s = f"{frac.group(1)}/{frac.group(2)}"
-    try:
-        return Fraction(s)
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def answers_match(pred: str, gold: str) -> bool:
-    """Equal as exact rationals if both are numbers, else as normalised strings."""
-    p, g = normalize_answer(pred), normalize_answer(gold)
-    p_num, g_num = _to_number(p), _to_number(g)
-    if p_num is not None and g_num is not None:
-        return p_num == g_num
-    return p == g
-
-
-MARK = "#### "
-"""The answer marker the strict reward requires (GSM8K's), as `mark_answers` writes it."""
-REWARD_MODES = ("flexible", "strict", "exact", "digits")
-"""How a completion is scored: "flexible" (`reward`), "strict" (`strict_reward`), "exact" (`exact_reward`) or
-"digits" (`digits_reward`, partial credit per digit)."""
-
-
-def reward(completion: str, answer: str) -> float:
-    """1.0 if the completion's extracted answer matches `answer`, else 0.0.
-
-    `answer` may be a bare final answer ("46") or a full reference solution
-    containing `####` or `\\boxed{}`.
-    """
-    pred = extract_answer(completion)
-    if pred is None:
-        return 0.0
-    gold = extract_answer(answer) if ("####" in answer or "\\boxed" in answer) else answer
-    return float(gold is not None and answers_match(pred, gold))
-
-
-_STRICT = re.compile(r"####[ \t]*([-+]?\d[\d.,]*)")
-
-
-def strict_reward(completion: str, answer: str) -> float:
-    """1.0 only if the completion marks its answer as `#### <number>`, else 0.0.
-
-    GSM8K's strict rule, as in verl's default GSM8K scorer: a right number without the
-    marker earns nothing, so the reward also checks the format. The number must follow
-    the marker directly (spaces allowed; verl requires exactly one); the last marked
-    number counts and is compared as in `reward`.
-    """
-    marked = _STRICT.findall(completion)
-    return reward(f"#### {marked[-1]}", answer) if marked else 0.0
-
-
-def exact_reward(completion: str, answer: str) -> float:
-    """1.0 only if the completion's final answer is the string ``answer`` exactly, else 0.0.
-
-    The final answer is the first word after the last `####`, else the last word of the
-    completion. No number normalisation: for tasks whose answers are digit strings that
-    are not read as decimal numbers (little-endian arithmetic: `"021"` is 120, `"21"` is 12).
-    """
-    text = completion.rsplit("####", 1)[1] if "####" in completion else completion
-    words = text.split("\n", 1)[0].split() if "####" in completion else text.split()
-    return float(bool(words) and words[0 if "####" in completion else -1] == answer.strip())
-
-
-def digits_reward(completion: str, answer: str) -> float:
-    """Partial credit: the fraction of the characters of ``answer`` that the final answer has in the same place.
-
-    The final answer is found as in `exact_reward`; a shorter or longer answer loses the
-    missing or misplaced positions (``"975"`` for ``"9751"``: 0.75). 1.0 exactly when
-    `exact_reward` is 1.0. With it a response with a wrong digit can still beat its
-    group (an advantage > 0): what the toy study's ``partial`` reward does for fixed positions.
-    """
-    text = completion.rsplit("####", 1)[1].split("\n", 1)[0] if "####" in completion else completion
-    words = text.split()
-    pred = (words[0] if "####" in completion else words[-1]) if words else ""
-    gold = answer.strip()
-    if not gold:
-        return 0.0
-    right = sum(a == b for a, b in zip(pred, gold))
-    return right / max(len(gold), len(pred))
-
-
-def get_reward(mode: str):
-    """The reward function of a mode in `REWARD_MODES`; ValueError names the accepted ones."""
-    if mode not in REWARD_MODES:
-        raise ValueError(f"reward_mode must be one of {list(REWARD_MODES)}, got {mode!r}")
-    return {"strict": strict_reward, "exact": exact_reward, "digits": digits_reward}.get(mode, reward)
+from .rewards import (  # noqa: F401  (re-exported: the task API users import from here)
+    MARK,
+    REWARD_MODES,
+    answers_match,
+    digits_reward,
+    exact_reward,
+    extract_answer,
+    get_reward,
+    normalize_answer,
+    reward,
+    strict_reward,
+)
 
 
 def mark_answers(pairs: list[tuple[str, str]], frac: float, generator: torch.Generator) -> list[tuple[str, str]]:
