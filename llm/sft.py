@@ -189,6 +189,33 @@ def sft_warm_start(
             (temperature-1 sampling / greedy), on `eval_size` prompts;
         sft/seconds: wall-clock time of the training loop.
     """
+    start = time.perf_counter()
+    losses = _train_steps(model, tokenizer, task, steps, lr, batch_size, seed, warmup, cosine, marked_frac,
+                          carry_drop, label_smoothing, progress)
+    seconds = time.perf_counter() - start
+    model.eval()
+    loss_list = torch.stack(losses).tolist() if losses else []
+    metrics: dict[str, float | list[float]] = {
+        "sft/loss_first": loss_list[0] if loss_list else float("nan"),
+        "sft/loss_last": loss_list[-1] if loss_list else float("nan"),
+        "sft/losses": loss_list,
+        "sft/seconds": seconds,
+    }
+    if eval_size > 0:
+        if max_new_tokens is None:
+            max_new_tokens = getattr(task, "max_answer_chars", 16) + 1 + (len(MARK) if marked_frac else 0)
+        eval_set = task.sample(eval_size, torch.Generator().manual_seed(seed + 1))
+        for name, greedy in (("sft/acc_sampled", False), ("sft/acc_greedy", True)):
+            metrics[name] = evaluate_accuracy(
+                model, tokenizer, eval_set, greedy=greedy,
+                max_new_tokens=max_new_tokens, seed=seed + 2, reward_fn=reward_fn,
+            )
+    return metrics
+
+
+def _train_steps(model, tokenizer, task, steps, lr, batch_size, seed, warmup, cosine, marked_frac, carry_drop,
+                 label_smoothing, progress) -> list[torch.Tensor]:
+    """The warm start's optimizer steps (`sft_warm_start`'s arguments); every step's loss, still on the device."""
     device = next(model.parameters()).device
     train_gen = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -197,7 +224,6 @@ def sft_warm_start(
     )
     model.train()
     losses = []
-    start = time.perf_counter()
     bar = None
     if progress:
         from tqdm import tqdm
@@ -219,22 +245,4 @@ def sft_warm_start(
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     if bar is not None:
         bar.close()
-    seconds = time.perf_counter() - start
-    model.eval()
-    loss_list = torch.stack(losses).tolist() if losses else []
-    metrics: dict[str, float | list[float]] = {
-        "sft/loss_first": loss_list[0] if loss_list else float("nan"),
-        "sft/loss_last": loss_list[-1] if loss_list else float("nan"),
-        "sft/losses": loss_list,
-        "sft/seconds": seconds,
-    }
-    if eval_size > 0:
-        if max_new_tokens is None:
-            max_new_tokens = getattr(task, "max_answer_chars", 16) + 1 + (len(MARK) if marked_frac else 0)
-        eval_set = task.sample(eval_size, torch.Generator().manual_seed(seed + 1))
-        for name, greedy in (("sft/acc_sampled", False), ("sft/acc_greedy", True)):
-            metrics[name] = evaluate_accuracy(
-                model, tokenizer, eval_set, greedy=greedy,
-                max_new_tokens=max_new_tokens, seed=seed + 2, reward_fn=reward_fn,
-            )
-    return metrics
+    return losses

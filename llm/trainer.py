@@ -224,6 +224,25 @@ def train(cfg: TrainConfig, out_dir, *, resume: bool = False, progress: bool = T
         return _rl(cfg, run, model, tok, task, eval_set, autocast, progress)
 
 
+def _update_row(cfg: TrainConfig, tok, update: int, staleness: int, reward: float, scalars: dict,
+                tensors: dict) -> dict:
+    """One update's metrics line: the scalars (one host sync), the zeroed tokens, and every
+    ``hist_every`` updates the log-ratio histograms and the amplified tokens (docs/metrics.md)."""
+    scalars = {**scalars, **amplified_scalars(tensors["mask"], tensors["zeroed"], tensors["log_ratio"],
+                                              tensors["adv"])}
+    row = {"update": update, "staleness": staleness, "reward": reward, **to_row(scalars)}  # one host sync
+    examples = zeroed_examples(tok, tensors["ids"], tensors["response_start"], tensors["zeroed"], tensors["log_ratio"])
+    if examples:
+        row["masked_tokens"] = examples
+    if update % cfg.hist_every == 0 or update == cfg.updates - 1:
+        row.update(histograms(tensors["log_ratio"], tensors["entropy"], tensors["mask"]))
+        amplified = amplified_examples(tok, tensors["ids"], tensors["response_start"], tensors["mask"],
+                                       tensors["zeroed"], tensors["log_ratio"], tensors["adv"])
+        if amplified:
+            row[AMP_KEY] = amplified
+    return row
+
+
 def _rl(cfg: TrainConfig, run: RunDir, model, tok, task, eval_set, autocast, progress: bool) -> dict:
     """The RL loop: rollout steps through the stale queue, U updates each, one metrics line per update."""
     model.train()
@@ -261,20 +280,8 @@ def _rl(cfg: TrainConfig, run: RunDir, model, tok, task, eval_set, autocast, pro
                 t0 = time.time()
                 rows = slice(j * mb, (j + 1) * mb)
                 scalars, tensors = train_minibatch(model, optimizer, batch, rows, cfg, has_state, autocast)
-                scalars.update(amplified_scalars(tensors["mask"], tensors["zeroed"], tensors["log_ratio"],
-                                                 tensors["adv"]))
-                row = {"update": update, "staleness": stale.staleness + j,
-                       "reward": float(batch["reward"][rows].mean()), **to_row(scalars)}  # one host sync
-                examples = zeroed_examples(tok, tensors["ids"], tensors["response_start"], tensors["zeroed"],
-                                           tensors["log_ratio"])
-                if examples:
-                    row["masked_tokens"] = examples
-                if update % cfg.hist_every == 0 or update == cfg.updates - 1:
-                    row.update(histograms(tensors["log_ratio"], tensors["entropy"], tensors["mask"]))
-                    amplified = amplified_examples(tok, tensors["ids"], tensors["response_start"], tensors["mask"],
-                                                   tensors["zeroed"], tensors["log_ratio"], tensors["adv"])
-                    if amplified:
-                        row[AMP_KEY] = amplified
+                row = _update_row(cfg, tok, update, stale.staleness + j, float(batch["reward"][rows].mean()),
+                                  scalars, tensors)
                 if (update + 1) % cfg.eval_every == 0 or update == cfg.updates - 1:
                     model.eval()
                     last_eval = evaluate(model, tok, cfg, eval_set, autocast)
