@@ -137,3 +137,14 @@ def study_llm_main(argv: list[str] | None = None) -> int:
     add_study_llm_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["study-llm", *(argv or [])])
     return args.func(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m m2po_lab.llm.cli train-llm|study-llm ...``: the ``m2po-lab`` command's parser."""
+    from m2po_lab.cli import main as m2po_lab_main
+
+    return m2po_lab_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -125,6 +125,17 @@ def test_the_m2po_lab_command_has_study_llm(tmp_path, capsys):
     assert err.startswith("m2po-lab study-llm: error:") and "lr" in err and not out.exists()
 
 
+def test_python_m_m2po_lab_llm_cli_runs_the_same_parser(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "never"
+    proc = subprocess.run([sys.executable, "-m", "m2po_lab.llm.cli", "study-llm", "--lr", "nan", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("m2po-lab study-llm: error: lr"), proc.stderr
+    assert not out.exists()
+
+
 def test_an_unusable_out_is_refused_and_left_alone(study, tmp_path, capsys):
     a_file = tmp_path / "file"
     a_file.write_text("x")
