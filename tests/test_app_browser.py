@@ -149,3 +149,44 @@ def test_page1_slider_changes_mask_fraction(server, page, tmp_path):
         out = REPO / "docs" / "img" / "explorer_page1.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(out), full_page=True)
+
+
+def test_m2po_lab_app_comes_up_with_no_terminal_and_no_prompt(browser, tmp_path):
+    """The user's command, as a newcomer runs it: `m2po-lab app` with stdin closed, no terminal, a fresh
+    HOME (no ~/.streamlit: Streamlit would ask for an e-mail address if it were not headless); it prints
+    the URL, says nothing about usage statistics, and a real browser gets the Home page."""
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    port = _free_port()
+    log = tmp_path / "app.log"
+    exe = Path(sys.executable).with_name("m2po-lab")
+    env = {**os.environ, "HOME": str(home), app_launcher.RUNS_ROOT_ENV: str(tmp_path)}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(exe), "app", "--port", str(port)], stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_until_serving(proc, url, log)
+        p = browser.new_page()
+        try:
+            p.set_default_timeout(45_000)
+            p.goto(url)
+            p.get_by_text("stale rollouts", exact=False).first.wait_for()
+            _wait_idle(p)
+            _assert_no_error(p)
+        finally:
+            p.close()
+        text = log.read_text()
+        assert proc.poll() is None, text  # still serving: no prompt made it exit
+        assert url in text and "email" not in text.lower() and "usage statistics" not in text.lower(), text
+        assert not (home / ".streamlit" / "credentials.toml").exists()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
