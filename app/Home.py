@@ -14,7 +14,9 @@ the staleness *k* grows.
 
 - **GRPO / PPO** clip `r` to `[1 − ε, 1 + ε]`: with stale data the clip zeroes the gradient
   of many tokens, and those are the informative, high-entropy ones.
-- **No trust region** (plain `r·A`) uses every token, then collapses.
+- **No trust region** (plain `r·A`) uses every token; in the paper it prospers, then
+  collapses (in this package's toy and tiny-transformer studies it prospers, then stalls:
+  the study page shows each study's verdicts).
 - **M2PO** ([{PAPER}]({PAPER_URL}), Algorithm 1) bounds the second moment
   `M2 = mean (log r)²` of the trust-region tokens by masking only the few largest ones,
   until `M2 ≤ τ` (τ = 0.04 in every experiment of the paper).
