@@ -33,7 +33,7 @@ from pathlib import Path
 from m2po_lab import rundir as rd
 
 from .study_config import LLMStudyConfig, train_config
-from .study_warmstart import WARM_DIR, ensure_warm_start
+from .study_warmstart import WARM_DIR, WarmStartFailed, ensure_warm_start
 
 OWNED = (rd.CONFIG, rd.SUMMARY, rd.REPORT, rd.RUNS, "figures", WARM_DIR)
 """What a study writes in its directory (``force`` removes exactly these)."""
@@ -120,8 +120,13 @@ def _train(cfg: LLMStudyConfig, out: Path, resume: bool, workers: int, progress:
     if progress and not (out / WARM_DIR / "report.json").exists():
         print(f"study-llm: warm start ({cfg.warm_start_steps} supervised steps, once for every run) ...",
               file=sys.stderr, flush=True)
-    with _quiet_transformers():
-        model, warm = ensure_warm_start(cfg, out, progress)
+    try:
+        with _quiet_transformers():
+            model, warm = ensure_warm_start(cfg, out, progress)
+    except WarmStartFailed:
+        if not resume:  # leave --out as it was: the same command with another seed can use it
+            _start_over(out)
+        raise
     jobs = _jobs(cfg, out, model.resolve())
     monitor = _Monitor(out, cfg, enabled=progress)
     try:

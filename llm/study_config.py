@@ -63,6 +63,9 @@ class LLMStudyConfig:
     """Fraction of demonstrations written `#### N` (0: bare answers; there is no format for RL to learn)."""
     label_smoothing: float = 0.0
     """Warm-start label smoothing: keeps about eps / V of probability on every token (a pretrained LM's tail)."""
+    warm_start_min_acc: float = 0.5
+    """The warm start is refused (nothing trained from it) if its greedy accuracy on sums without a carry, which the
+    teacher always gets right, is below this: it stayed on the SFT loss plateau. 0: no check."""
     lr: float = 1e-4
     """RL AdamW learning rate of every run (far above the paper's 1e-6: a tiny model)."""
     updates: int = 1200
@@ -137,7 +140,7 @@ class LLMStudyConfig:
             raise ValueError(f"hidden={self.hidden} must be divisible by heads={self.heads}")
         if self.extra_tokens > 20000:
             raise ValueError(f"extra_tokens must be at most 20000, got {self.extra_tokens}")
-        for name in ("carry_drop", "marked_frac"):
+        for name in ("carry_drop", "marked_frac", "warm_start_min_acc"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0):
                 raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
@@ -200,7 +203,7 @@ PRESETS: dict[str, LLMStudyConfig] = {
         methods=("grpo", "m2po"), staleness=(0, 8), seeds=(0,), n_digits=1, warm_start_steps=100,
         warm_start_batch=64, carry_drop=0.0, marked_frac=0.0, lr=1e-3, updates=8, prompts_per_step=4, group_size=4,
         updates_per_step=2, micro_batch_size=8, max_new_tokens=4, eval_every=4, eval_prompts=16, hist_every=4,
-        checkpoint_every=4,
+        checkpoint_every=4, warm_start_min_acc=0.0,
     ),
 }
 

@@ -51,8 +51,32 @@ def ensure_warm_start(cfg, study_dir, progress: bool = False) -> tuple[Path, dic
         shutil.rmtree(d)  # an interrupted warm start: train it again from its seed
     d.mkdir(parents=True)
     report = train_warm_start(cfg, d / "model", progress)
+    check_warm_start(cfg, report)  # before the report marks it finished: a refused start is never reused
     rd.write_json(report_path, report)
     return d / "model", report
+
+
+class WarmStartFailed(ValueError):
+    """The warm start did not learn what its teacher teaches; no run may start from it."""
+
+
+def check_warm_start(cfg, report: dict) -> None:
+    """Refuse a warm start stuck on the SFT plateau (``cfg.warm_start_min_acc``; docs/llm.md).
+
+    The 3000-step warm start leaves a loss plateau near 1.45 (the model writes digits
+    without reading the prompt) after 800-1200 steps on some seeds and never on others;
+    stuck, it writes even the sums without a carry wrong, and every run would train from
+    a policy with nothing to build on.
+    """
+    acc = report.get("start/acc_greedy_no_carry")
+    if acc is None or not cfg.warm_start_min_acc or acc >= cfg.warm_start_min_acc:
+        return
+    raise WarmStartFailed(
+        f"the warm start (warm_start_seed={cfg.warm_start_seed}, {cfg.warm_start_steps} steps) did not leave the SFT "
+        f"loss plateau: greedy accuracy {acc:.3f} on sums without a carry (needs >= {cfg.warm_start_min_acc}), final "
+        f"SFT loss {report.get('sft/loss_tail_mean', float('nan')):.3f}; no run was trained. Run again with another "
+        "--warm-start-seed or more --warm-start-steps"
+    )
 
 
 def train_warm_start(cfg, model_dir, progress: bool = False) -> dict:

@@ -116,6 +116,15 @@ def test_bad_options_fail_in_one_line_naming_the_option(tmp_path, capsys, extra,
     assert not out.exists()
 
 
+def test_a_warm_start_stuck_on_the_plateau_is_refused_and_nothing_trained(tmp_path, capsys):
+    out = tmp_path / "study"
+    # the quick warm start (a few steps) is far from writing every sum without a carry right
+    assert study_llm_main([*SWEEP, "--out", str(out), "--warm-start-min-acc", "1.0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did not leave the SFT loss plateau" in err and "--warm-start-seed" in err
+    assert not out.exists() or not [p.name for p in out.iterdir() if p.name != rd.LOCK]  # --out as it was
+
+
 def test_the_m2po_lab_command_has_study_llm(tmp_path, capsys):
     from m2po_lab.cli import main
 
