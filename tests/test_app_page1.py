@@ -28,9 +28,12 @@ def test_home_renders(apptest):
 def test_page1_renders_defaults_and_matches_explain(apptest):
     at = _page1(apptest)
     assert len(at.get("image")) == 3  # histogram, scatter, weights
-    assert len(at.dataframe) == 2  # methods table, KL two-token table
+    assert len(at.dataframe) == 3  # methods table, the three M2PO rules, KL two-token table
     log_ratio, adv, mask = synthetic_log_ratios(4000, "student_t", 0.1, 2, 0.5, 0)
     ex = explain_batch(log_ratio, adv, mask, LossConfig(tau=0.04, eps_low=0.2, eps_high=0.2))
+    shown = at.dataframe[1].value
+    assert list(shown["rule"]) == ["m2po", "m2po_released", "m2po_areal"]
+    assert abs(shown["zeroed frac"][0] - ex["metrics"]["m2po"]["m2po/mask_frac"]) < 1e-7  # the page's batch
     assert metric(at, "M2PO mask fraction") == f"{100 * ex['metrics']['m2po']['m2po/mask_frac']:.2f}%"
     assert metric(at, "GRPO clip fraction") == f"{100 * ex['metrics']['grpo']['clip/frac']:.2f}%"
     assert "Traceback" not in str(at)

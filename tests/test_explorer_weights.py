@@ -148,3 +148,23 @@ def test_loss_sources_are_the_registered_functions():
         loss_sources("nope")
 
 
+
+
+def test_three_rules_by_hand_and_against_the_losses():
+    from m2po_lab.explorer.weights import three_rules
+    from m2po_lab.losses import get_loss
+
+    # A > 0 everywhere; log r = 1, 0.5, 0.1, -0.3: candidates of the paper's rule are r > 1 (first three)
+    log_ratio = torch.tensor([[1.0, 0.5, 0.1, -0.3]])
+    adv, mask = torch.ones(1, 4), torch.ones(1, 4, dtype=torch.bool)
+    rows = {r["rule"]: r for r in three_rules(log_ratio, adv, mask, tau=0.2)}
+    # Algorithm 1: M2 of the candidates (1 + 0.25 + 0.01) / 3 = 0.42 > 0.2; mask the 1.0: (0.25 + 0.01) / 2 = 0.13
+    assert rows["m2po"]["tokens zeroed"] == 1 and rows["m2po"]["zeroed frac"] == 0.25
+    assert abs(rows["m2po"]["M2 after"] - 0.13) < 1e-6
+    # its gradient: token-mean of -A r over the 3 kept tokens, d/dlogp = -r / 4
+    kept = torch.tensor([0.5, 0.1, -0.3]).exp()
+    assert abs(rows["m2po"]["grad norm"] - float((kept / 4).norm())) < 1e-6
+    for name in ("m2po_released", "m2po_areal"):  # the losses' own bookkeeping agrees with autograd's
+        metrics = get_loss(name)(log_ratio, torch.zeros_like(log_ratio), adv, mask, LossConfig(tau=0.2))[1]
+        assert rows[name]["M2 after"] == float(metrics["m2po/m2_after"])
+        assert rows[name]["zeroed frac"] == float(metrics["clip/frac"]), name

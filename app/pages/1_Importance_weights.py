@@ -28,7 +28,8 @@ from _common import (
     threshold_text,
 )
 
-from m2po_lab.explorer.weights import FATES, METHOD_LABELS, METHODS, QUADRANTS, explain_batch, loss_sources, shift_comparison
+from m2po_lab.explorer.weights import (FATES, METHOD_LABELS, METHODS, explain_batch, loss_sources, shift_comparison,
+                                       three_rules)
 from m2po_lab.losses import LossConfig
 from m2po_lab.explorer.probe import toy_policy_log_ratios
 from m2po_lab.explorer.synthetic import synthetic_log_ratios
@@ -99,6 +100,11 @@ def explained(generator: str, kwargs: tuple, tau: float, eps: float, symlog_x: b
     log_ratio, adv, mask = GENERATORS[generator](**dict(kwargs))  # (B, T) each
     cfg = LossConfig(tau=tau, eps_low=eps, eps_high=eps)
     return explain_batch(log_ratio, adv, mask, cfg, spacing="asinh" if symlog_x else "linear")
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def rules(generator: str, kwargs: tuple, tau: float) -> list[dict]:
+    return three_rules(*GENERATORS[generator](**dict(kwargs)), tau=tau)
 
 
 # ---------------------------------------------------------------- drawing
@@ -280,6 +286,11 @@ with right:
 
 st.subheader("Every method on this batch")
 methods_table(ex)
+st.subheader("The three published M2PO rules on this batch")
+st.dataframe(pd.DataFrame(rules(generator, kwargs, tau)), hide_index=True, use_container_width=True)
+st.caption("tokens zeroed: valid tokens (A != 0) whose gradient the rule zeroes; M2 after: mean (log r)^2 of the "
+           "candidates that keep a gradient (AReaL: every token is a candidate); grad norm: of the token-mean loss "
+           "with respect to logp. No proximal policy here, so AReaL's rule is its mask plus a PPO clip at 0.2.")
 st.subheader("The gradient weight each token gets")
 weights_chart(ex, symlog_x)
 

@@ -26,6 +26,7 @@ import torch
 
 from .. import masking
 from .._checks import check_choice
+from ..aggregation import aggregate
 from ..losses import LossConfig, get_loss
 from ..metrics import importance_metrics
 
@@ -146,6 +147,42 @@ def method_table(fates: dict[str, dict], log_ratio, candidates) -> list[dict]:
                 "max weight": float(torch.nan_to_num(fate["weight"], nan=0.0).max()) if fate["weight"].numel() else 0.0,
             }
         )
+    return rows
+
+
+THREE_RULES = {
+    "m2po": "the paper, Algorithm 1",
+    "m2po_released": "the authors' released verl fork (water-filling, then clip)",
+    "m2po_areal": "AReaL, merged in PR #480 (every token a candidate, PPO clip)",
+}
+"""The published M2PO rules, with where each ships (docs/choosing_a_method.md)."""
+
+
+def three_rules(log_ratio, adv, mask, tau: float = 0.04, prox_logp=None) -> list[dict]:
+    """The three published M2PO rules on one batch: what each zeroes, what M2 is left, how big the update is.
+
+    One row per rule of :data:`THREE_RULES`: tokens whose gradient is zeroed (count and
+    fraction of valid tokens, read off autograd), M2 of the candidates that keep a gradient
+    (``m2po/m2_after``; each rule's own candidates), and the norm of the gradient of the
+    token-mean loss with respect to ``logp`` (how large an update the batch asks for).
+    ``prox_logp`` (B, T): AReaL's proximal policy, relative to ``old_logp = 0`` (default:
+    none, the behaviour policy). Inputs as in :func:`effective_weights`.
+    """
+    mask = mask.bool()
+    n_valid = int(mask.sum())
+    rows = []
+    for name, source in THREE_RULES.items():
+        logp = log_ratio.detach().clone().requires_grad_(True)  # (B, T), old_logp = 0
+        extra = {"prox_logp": prox_logp} if name == "m2po_areal" and prox_logp is not None else {}
+        per_token, metrics = get_loss(name)(logp, torch.zeros_like(logp), adv, mask, LossConfig(tau=tau), **extra)
+        loss = aggregate(per_token, mask, "token-mean")
+        (grad,) = torch.autograd.grad(loss, logp, retain_graph=True)  # (B, T)
+        (per_tok_grad,) = torch.autograd.grad(per_token.sum(), logp)
+        adv_bt = adv[:, None].expand_as(logp) if adv.dim() == 1 else adv  # (B, T)
+        zeroed = int((mask & (adv_bt != 0) & (per_tok_grad == 0)).sum())
+        rows.append({"rule": name, "ships in": source, "tokens zeroed": zeroed,
+                     "zeroed frac": zeroed / max(n_valid, 1), "M2 after": float(metrics["m2po/m2_after"]),
+                     "grad norm": float(grad.norm())})
     return rows
 
 
