@@ -7,11 +7,12 @@ import sys
 
 
 def _cmd_losses(args: argparse.Namespace) -> int:
-    from .losses import LOSSES
+    from .losses import REGISTRY
 
-    for name, fn in LOSSES.items():
-        summary = (fn.__doc__ or "").strip().splitlines()[0]
-        print(f"{name:15s} {summary}")
+    for name, entry in REGISTRY.items():
+        tags = ", ".join(t for t, on in (("mini-batch state", entry.batch_state is not None),
+                                         ("proximal policy", entry.proximal)) if on)
+        print(f"{name:15s} {entry.doc.split('. ')[0].rstrip('.')}" + (f"  [{tags}]" if tags else ""))
     return 0
 
 

@@ -9,6 +9,7 @@ float32 or wider; the gradient still flows back to the low-precision ``logp``.
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -76,8 +77,39 @@ class LossConfig:
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 LOSSES: dict[str, LossFn] = {}
+"""Name -> the public loss ``loss_fn(logp, old_logp, adv, mask, cfg=None, **state)``."""
 _BATCH_STATE: dict[str, Callable] = {}
 _PROXIMAL: set[str] = set()
+
+
+@dataclass(frozen=True)
+class PolicyLoss:
+    """What the registry holds for one loss (``REGISTRY[name]``)."""
+
+    name: str
+    loss: LossFn
+    """The public loss: ``loss(logp, old_logp, adv, mask, cfg=None, **state) -> (per_token_loss, metrics)``."""
+    compute: Callable
+    """The pure core ``compute(log_ratio, adv, mask, cfg, **state)``: no host syncs, ``torch.func.vmap``-able."""
+    batch_state: Callable | None
+    """Decides the mini-batch-level state (M2PO's mask, the water-filling threshold), or None."""
+    proximal: bool
+    """Takes ``prox_logp``, a proximal policy's log-probs (AReaL's decoupled objective)."""
+    doc: str
+    """The first paragraph of the loss's docstring: what it minimises and where it comes from."""
+
+
+REGISTRY: dict[str, PolicyLoss] = {}
+"""Name -> :class:`PolicyLoss`, in registration order (``m2po-lab losses`` prints it)."""
+
+_PUBLIC_SIGNATURE = inspect.Signature([
+    inspect.Parameter("logp", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+    inspect.Parameter("old_logp", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+    inspect.Parameter("adv", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+    inspect.Parameter("mask", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+    inspect.Parameter("cfg", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
+    inspect.Parameter("state", inspect.Parameter.VAR_KEYWORD),
+])
 
 
 def register_loss(name: str, batch_state: Callable | None = None, proximal: bool = False):
@@ -107,11 +139,14 @@ def register_loss(name: str, batch_state: Callable | None = None, proximal: bool
             return core(log_ratio, adv, mask, cfg, **state)
 
         loss_fn.compute = compute
+        loss_fn.__signature__ = _PUBLIC_SIGNATURE  # help() and IDEs show what callers pass, not the core's
         LOSSES[name] = loss_fn
         if batch_state is not None:
             _BATCH_STATE[name] = batch_state
         if proximal:
             _PROXIMAL.add(name)
+        doc = inspect.cleandoc(core.__doc__ or "").split("\n\n")[0].replace("\n", " ")
+        REGISTRY[name] = PolicyLoss(name, loss_fn, compute, batch_state, proximal, doc)
         return loss_fn
 
     return deco

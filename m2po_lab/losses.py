@@ -35,6 +35,8 @@ import torch
 
 from .loss_registry import (
     LOSSES,
+    REGISTRY,
+    PolicyLoss,
     LossConfig,
     _dual_clip,
     _finish,
@@ -337,6 +339,8 @@ def m2po_areal_loss(log_ratio, adv, mask, cfg, *, prox_log_ratio=None, keep=None
 
 __all__ = [
     "LOSSES",
+    "REGISTRY",
+    "PolicyLoss",
     "LossConfig",
     "batch_state",
     "cispo_loss",

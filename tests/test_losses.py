@@ -426,3 +426,19 @@ def test_mask_must_be_bool_or_zero_one(name, bad):
     if name != "grpo":  # losses without batch statistics return {} and read nothing
         with pytest.raises(ValueError, match="mask"):
             batch_state(name, logp, old, adv, ok)
+
+
+def test_the_registry_records_what_each_loss_is():
+    import inspect
+
+    from m2po_lab.losses import LOSSES, REGISTRY, PolicyLoss, batch_state
+
+    assert list(REGISTRY) == list(LOSSES)
+    for name, entry in REGISTRY.items():
+        assert isinstance(entry, PolicyLoss) and entry.name == name and entry.loss is LOSSES[name]
+        assert entry.compute is LOSSES[name].compute and entry.doc and "\n" not in entry.doc
+        assert list(inspect.signature(entry.loss).parameters) == ["logp", "old_logp", "adv", "mask", "cfg", "state"]
+        zero = torch.zeros(1, 2)
+        has_state = bool(batch_state(name, zero, zero, torch.ones(1), zero.bool() | True))
+        assert (entry.batch_state is not None) == has_state == name.startswith("m2po"), name
+    assert [n for n, e in REGISTRY.items() if e.proximal] == ["m2po_areal"]
