@@ -30,6 +30,7 @@ from m2po_lab import rundir as rd  # noqa: E402
 
 GRPO_CLIP = '[data-testid="stMetric"]:has-text("grpo clip/frac") [data-testid="stMetricValue"]'
 IMAGES = "n => document.querySelectorAll('[data-testid=\"stImage\"]').length >= n"
+CHARTS = "n => document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]').length >= n"  # interactive charts
 
 
 
@@ -91,7 +92,8 @@ def test_page3_cursor_slider(server, page, study_dir, tmp_path):
     shutil.copytree(study_dir / "runs" / "m2po_s8_seed0", folder / "m2po_s8_seed0")
     _llm_run(folder / "llm_m2po_s8")
     page.goto(_url(server, "Run_browser", folder))
-    page.wait_for_function(IMAGES, arg=6)  # five metrics, one panel of quantile bands
+    page.wait_for_function(CHARTS, arg=5)  # five metrics, interactive
+    page.wait_for_function(IMAGES, arg=1)  # one panel of quantile bands
     _wait_idle(page)
     _assert_no_error(page)
     sync_api.expect(page.locator("mark")).to_have_count(4)  # the LLM run's masked tokens at update 11
@@ -102,6 +104,6 @@ def test_page3_cursor_slider(server, page, study_dir, tmp_path):
     sync_api.expect(page.locator("mark").first).to_have_text(re.compile(r"^\s*9$"), timeout=45_000)
     _assert_no_error(page)
     page.set_viewport_size({"width": 1400, "height": 2600})
-    page.wait_for_function(IMAGES, arg=6)
+    page.wait_for_function(CHARTS, arg=5)
     _wait_idle(page)
     page.screenshot(path=str(tmp_path / "page3.png"), full_page=True)

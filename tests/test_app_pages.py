@@ -137,7 +137,13 @@ def test_page3_overlays_study_runs(apptest, study_dir):
     assert at.multiselect(key=runs_key).value == ["grpo_s8_seed0", "m2po_s8_seed0"]  # methods at the top staleness
     metrics = at.multiselect(key="metrics").value
     assert metrics == ["reward", "eval/reward", "clip/frac", "m2"]
-    assert len(at.get("image")) == len(metrics) + 1  # one chart per metric, one of quantile bands
+    assert not any("incomplete" in w.value for w in at.warning)  # a finished study's runs are finished
+    assert len(at.get("vega_lite_chart")) == len(metrics)  # one interactive chart per metric
+    assert len(at.get("image")) == 1  # the quantile bands
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert "tooltip" in json.dumps(spec) and "params" in json.dumps(spec)  # tooltips, legend toggle, zoom
+    at.checkbox(key="interactive").uncheck().run()  # the static figures
+    assert not at.exception and len(at.get("image")) == len(metrics) + 1 and not at.get("vega_lite_chart")
     table = at.table[0].value
     assert list(table.index) == at.multiselect(key=runs_key).value and list(table.columns) == metrics
     before = table.copy()
@@ -147,7 +153,7 @@ def test_page3_overlays_study_runs(apptest, study_dir):
     at.multiselect(key="metrics").set_value(["m2po/mask_frac"])
     at.multiselect(key="log_metrics").set_value(["m2po/mask_frac"])
     at.slider(key="smooth").set_value(3).run()
-    assert not at.exception and len(at.get("image")) == 2
+    assert not at.exception and len(at.get("image")) == 2  # static (unchecked above): one metric, the bands
     assert any("logged by LLM runs only" in c.value for c in at.caption)
 
 
@@ -179,7 +185,7 @@ def test_page3_one_broken_run_of_a_study(apptest, study_dir, tmp_path):
     (bad / "metrics.jsonl").write_text("[]\n" + json.dumps(_row(1)) + "\n")
     at = _open_dir(apptest, folder)
     assert len(at.error) == 1 and "Cannot read run bad" in at.error[0].value
-    assert len(at.get("image")) >= 2  # the good run is still drawn
+    assert len(at.get("vega_lite_chart")) >= 1 and len(at.get("image")) >= 1  # the good run is still drawn
 
 
 def test_page3_llm_run_shows_masked_tokens(apptest, tmp_path):

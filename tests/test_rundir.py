@@ -253,3 +253,19 @@ def test_environment_is_recorded_and_compared():
     changes = rd.environment_changes(env, other)
     assert any("torch " in c and "-> 9.9" in c for c in changes) and any("torch_threads" in c for c in changes)
     assert rd.environment_changes(None, env) == ["the run recorded no environment"]
+
+
+def test_a_toy_run_opened_on_its_own_has_its_studys_status(tmp_path):
+    """The run browser loads each run of a study by itself: a finished study's runs are finished, not 'incomplete'."""
+    from m2po_lab.study import get_preset, run_study
+
+    out = tmp_path / "study"
+    run_study(get_preset("quick", methods=("grpo",), staleness=(0,), updates=4, eval_every=2, hist_every=2,
+                         warm_start_steps=2, checkpoint_every=0), out, progress=False)
+    run = out / rd.RUNS / "grpo_s0_seed0"
+    assert rd.load_run(run).status == "finished"
+    (out / rd.SUMMARY).unlink()  # as if it had stopped before the end
+    assert rd.load_run(run).status == "incomplete"
+    alone = tmp_path / "alone"
+    shutil.copytree(run, alone)
+    assert rd.load_run(alone).status == "incomplete"  # no study around it: nothing says it finished

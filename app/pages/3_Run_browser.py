@@ -16,6 +16,7 @@ from _common import PAPER, directory_ui, new_figure, page_setup, show, status_no
 
 from m2po_lab import rundir as rd
 from m2po_lab.explorer import analysis as an
+from m2po_lab.explorer import charts
 from m2po_lab.llm.study_records import AMP_KEY
 
 DEFAULT_METRICS = ("reward", "eval/reward", "eval/accuracy", "clip/frac", "m2")
@@ -91,6 +92,14 @@ def values_table(loaded: list[rd.Run], metrics: list[str], cursor: int) -> None:
 
 
 def metric_charts(loaded: list[rd.Run], metrics: list[str], log_y: list[str], window: int, cursor: int) -> None:
+    if st.sidebar.checkbox("interactive charts (tooltips, zoom, click a run in the legend)", value=True,
+                           key="interactive"):
+        for i in range(0, len(metrics), 2):
+            for col, key in zip(st.columns(2), metrics[i : i + 2]):
+                frame = charts.metric_frame(loaded, key, window)
+                chart = charts.metric_chart(frame, key, key in log_y, cursor, [r.name for r in loaded])
+                col.altair_chart(chart, use_container_width=True)
+        return
     for i in range(0, len(metrics), 2):
         cols = st.columns(2)
         for col, key in zip(cols, metrics[i : i + 2]):

@@ -86,6 +86,18 @@ def _status(finished: bool, lock_dir) -> str:
     return "finished" if finished else "running" if is_locked(lock_dir) else "incomplete"
 
 
+def _status_from_study(run_dir: Path) -> str:
+    """A toy run's status when opened on its own: its study's (``STUDY/runs/<name>``), else "incomplete"."""
+    study = run_dir.parent.parent
+    if run_dir.parent.name != RUNS or not (study / CONFIG).exists():
+        return "incomplete"
+    try:
+        read_config(study, "study")
+    except RunDirError:
+        return "incomplete"
+    return _status((study / SUMMARY).exists(), study)
+
+
 def load_run(path, study_status: str | None = None) -> Run:
     """One run directory; ``study_status`` is the status of the study it belongs to (toy runs)."""
     path = Path(path)
@@ -107,7 +119,7 @@ def load_run(path, study_status: str | None = None) -> Run:
         status = _status("summary" in doc, path)
     else:
         method, staleness, seed = doc.get("method"), doc.get("staleness"), doc.get("seed")
-        status = study_status or "incomplete"
+        status = study_status or _status_from_study(path)
     if not isinstance(method, str) or not isinstance(staleness, int) or not isinstance(seed, int):
         raise RunDirError(f"{str(path / CONFIG)!r}: method, staleness and seed must be a string and integers")
     return Run(str(path), path.name, doc["kind"], method, staleness, seed, doc, tuple(rows), status, torn)
