@@ -99,12 +99,8 @@ def method_ui() -> tuple[float, float]:
 def explained(generator: str, kwargs: tuple, tau: float, eps: float, symlog_x: bool) -> dict:
     log_ratio, adv, mask = GENERATORS[generator](**dict(kwargs))  # (B, T) each
     cfg = LossConfig(tau=tau, eps_low=eps, eps_high=eps)
-    return explain_batch(log_ratio, adv, mask, cfg, spacing="asinh" if symlog_x else "linear")
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def rules(generator: str, kwargs: tuple, tau: float) -> list[dict]:
-    return three_rules(*GENERATORS[generator](**dict(kwargs)), tau=tau)
+    ex = explain_batch(log_ratio, adv, mask, cfg, spacing="asinh" if symlog_x else "linear")
+    return {**ex, "rules": three_rules(log_ratio, adv, mask, tau=tau)}  # the batch is drawn once
 
 
 # ---------------------------------------------------------------- drawing
@@ -287,7 +283,7 @@ with right:
 st.subheader("Every method on this batch")
 methods_table(ex)
 st.subheader("The three published M2PO rules on this batch")
-st.dataframe(pd.DataFrame(rules(generator, kwargs, tau)), hide_index=True, use_container_width=True)
+st.dataframe(pd.DataFrame(ex["rules"]), hide_index=True, use_container_width=True)
 st.caption("tokens zeroed: valid tokens (A != 0) whose gradient the rule zeroes; M2 after: mean (log r)^2 of the "
            "candidates that keep a gradient (AReaL: every token is a candidate); grad norm: of the token-mean loss "
            "with respect to logp. No proximal policy here, so AReaL's rule is its mask plus a PPO clip at 0.2.")
