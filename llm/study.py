@@ -22,7 +22,6 @@ import concurrent.futures as cf
 import contextlib
 import json
 import multiprocessing
-import shutil
 import sys
 import threading
 import time
@@ -69,12 +68,7 @@ def inspect_out_dir(cfg: LLMStudyConfig, out: Path) -> str:
 
 
 def _start_over(out: Path) -> None:
-    for name in OWNED:
-        p = out / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
+    rd.remove_owned(out, OWNED)
 
 
 def run_study_llm(cfg: LLMStudyConfig, out_dir, workers: int = 1, progress: bool = True, force: bool = False) -> dict:

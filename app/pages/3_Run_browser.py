@@ -155,17 +155,6 @@ def tokens_html(tokens: list[dict]) -> str:
     return f"<table><tr><th>context, then the masked token</th><th>log_ratio</th></tr>{rows}</table>"
 
 
-def amplified_at(run: rd.Run, update: int) -> tuple[int | None, list[dict]]:
-    """The ``amplified_tokens`` record of the latest update <= ``update`` that logged one: (that update, tokens)."""
-    found, tokens = None, []
-    for row in run.rows:
-        if row["update"] > update:
-            break
-        if row.get(AMP_KEY):
-            found, tokens = row["update"], row[AMP_KEY]
-    return found, list(tokens)
-
-
 def amplified_html(tokens: list[dict]) -> str:
     """A table of the kept tokens with the largest r: the context, the token highlighted, log r, r and A."""
     cell = "font-family:monospace;white-space:pre-wrap;padding:2px 8px"
@@ -182,7 +171,7 @@ def amplified_html(tokens: list[dict]) -> str:
 
 
 def amplified_section(run: rd.Run, cursor: int) -> None:
-    found, tokens = amplified_at(run, cursor)
+    found, tokens = an.record_at(run, cursor, AMP_KEY)
     if found is None:
         st.caption(f"{run.name}: no amplified_tokens record at or before update {cursor} (logged every hist_every "
                    "updates by the LLM trainer).")

@@ -113,15 +113,20 @@ def hist_at(run: Run, update: int) -> tuple[np.ndarray, np.ndarray]:
     raise KeyError(f"{run.name}: no {HIST_KEY} at update {update}")
 
 
-def masked_tokens_at(run: Run, update: int) -> tuple[int | None, list[dict]]:
-    """The ``masked_tokens`` of the latest update <= ``update`` that logged any: (that update, tokens)."""
-    found, tokens = None, []
+def record_at(run: Run, update: int, key: str) -> tuple[int | None, list[dict]]:
+    """The non-empty ``key`` record of the latest update <= ``update`` that logged one: (that update, its items)."""
+    found, items = None, []
     for row in run.rows:
         if row["update"] > update:
             break
-        if row.get(TOKENS_KEY):
-            found, tokens = row["update"], row[TOKENS_KEY]
-    return found, list(tokens)
+        if row.get(key):
+            found, items = row["update"], row[key]
+    return found, list(items)
+
+
+def masked_tokens_at(run: Run, update: int) -> tuple[int | None, list[dict]]:
+    """The ``masked_tokens`` of the latest update <= ``update`` that logged any: (that update, tokens)."""
+    return record_at(run, update, TOKENS_KEY)
 
 
 def masked_token_count(run: Run) -> int:

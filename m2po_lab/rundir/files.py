@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import stat
 from pathlib import Path
@@ -131,3 +132,17 @@ def failpoint(name: str) -> None:
     _failpoint_counts[name] = _failpoint_counts.get(name, 0) + 1
     if _failpoint_counts[name] == int(count or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def remove_owned(out: Path, names) -> None:
+    """Remove what a writer owns in ``out`` (``names``: files or directories; a missing one is fine).
+
+    ``--force`` starts a study over with it: only the writer's own entries go, never the
+    directory or anything else the user keeps there (the lock file stays with its holder).
+    """
+    for name in names:
+        p = Path(out) / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)

@@ -9,7 +9,6 @@ study is left untouched (``force=True`` starts over); anything else is refused w
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -81,12 +80,7 @@ def inspect_out_dir(cfg: StudyConfig, out: Path) -> str:
 
 
 def _start_over(out: Path) -> None:
-    for name in OWNED:
-        p = out / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
+    rd.remove_owned(out, OWNED)
 
 
 def run_study(cfg: StudyConfig, out_dir, progress: bool = True, threads: int = 1, force: bool = False) -> dict:
