@@ -67,10 +67,6 @@ def inspect_out_dir(cfg: LLMStudyConfig, out: Path) -> str:
     return "finished" if (out / rd.SUMMARY).exists() else "resume"
 
 
-def _start_over(out: Path) -> None:
-    rd.remove_owned(out, OWNED)
-
-
 def run_study_llm(cfg: LLMStudyConfig, out_dir, workers: int = 1, progress: bool = True, force: bool = False) -> dict:
     """Train every run of ``cfg`` into ``out_dir`` (resuming what an interrupted call left); write the report.
 
@@ -79,24 +75,8 @@ def run_study_llm(cfg: LLMStudyConfig, out_dir, workers: int = 1, progress: bool
     """
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-    out = Path(out_dir)
-    state = inspect_out_dir(cfg, out)
-    if state == "finished" and not force:
-        return {**rd.read_json(out / rd.SUMMARY, "study summary"), "already_finished": True}
-    try:
-        lock = rd.DirLock(out).__enter__()
-    except OSError as e:
-        raise rd.RunDirError(f"cannot write out={str(out)!r}: {e.strerror}") from None
-    try:
-        state = inspect_out_dir(cfg, out)  # again, under the lock
-        if state == "finished" and not force:
-            return {**rd.read_json(out / rd.SUMMARY, "study summary"), "already_finished": True}
-        if force and state != "new":
-            _start_over(out)
-            state = "new"
-        return _train(cfg, out, state == "resume", workers, progress)
-    finally:
-        lock.__exit__(None, None, None)
+    return rd.run_study_dir(Path(out_dir), lambda out: inspect_out_dir(cfg, out),
+                            lambda resume: _train(cfg, Path(out_dir), resume, workers, progress), OWNED, force)
 
 
 def _train(cfg: LLMStudyConfig, out: Path, resume: bool, workers: int, progress: bool) -> dict:
@@ -119,7 +99,7 @@ def _train(cfg: LLMStudyConfig, out: Path, resume: bool, workers: int, progress:
             model, warm = ensure_warm_start(cfg, out, progress)
     except WarmStartFailed:
         if not resume:  # leave --out as it was: the same command with another seed can use it
-            _start_over(out)
+            rd.remove_owned(out, OWNED)
         raise
     jobs = _jobs(cfg, out, model.resolve())
     monitor = _Monitor(out, cfg, enabled=progress)

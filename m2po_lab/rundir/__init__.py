@@ -11,12 +11,14 @@ from .discover import Entry, discover, find_runs
 from .environment import environment, environment_changes, environment_lines
 from .files import (CHECKPOINT, CONFIG, FORMAT, LOCK, METRICS, REPORT, RUNS, SUMMARY, RunDirError, atomic_write_text,
                     json_number, read_json, remove_owned, write_json)
-from .layout import Run, Study, dir_signature, is_study_dir, load_run, load_study, read_config, run_name, study_progress, under_root
+from .layout import (Run, Study, dir_signature, is_study_dir, load_run, load_study, read_config, run_name, run_study_dir,
+                     study_progress, under_root)
 from .lock import DirLock, is_locked
 from .metrics_io import MetricsWriter, read_metrics, scan_metrics
 from .records import ENTROPY_KEY, HIST_KEY, QUANTILE_KEY, REQUIRED_KEYS, TOKENS_KEY, check_row, pool_entropy_bins
 
 __all__ = [
+    "run_study_dir",
     "remove_owned",
     "CHECKPOINT", "CONFIG", "ENTROPY_KEY", "FORMAT", "HIST_KEY", "LOCK", "METRICS", "QUANTILE_KEY", "REPORT",
     "REQUIRED_KEYS", "RUNS", "SUMMARY", "TOKENS_KEY", "DirLock", "Entry", "MetricsWriter", "Run", "RunDirError",

@@ -227,3 +227,33 @@ def dir_signature(path) -> tuple:
 
 def finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def run_study_dir(out: Path, inspect, train, owned, force: bool = False) -> dict:
+    """The protocol both studies write by: inspect -> lock -> inspect again -> (force: start over) -> train.
+
+    ``inspect(out)`` returns "new", "resume" or "finished" (or raises :class:`RunDirError`);
+    ``train(resume)`` trains and returns the summary; ``owned`` names what ``force`` removes.
+    A finished study is not touched: its summary comes back with ``"already_finished": True``.
+    One process per directory: a second writer gets a :class:`RunDirError` from the lock.
+    """
+    from .files import remove_owned
+    from .lock import DirLock
+
+    out = Path(out)
+    if inspect(out) == "finished" and not force:
+        return {**read_json(out / SUMMARY, "study summary"), "already_finished": True}
+    try:
+        lock = DirLock(out).__enter__()
+    except OSError as e:
+        raise RunDirError(f"cannot write out={str(out)!r}: {e.strerror}") from None
+    try:
+        state = inspect(out)  # again, under the lock: another process may have moved on
+        if state == "finished" and not force:
+            return {**read_json(out / SUMMARY, "study summary"), "already_finished": True}
+        if force and state != "new":
+            remove_owned(out, owned)
+            state = "new"
+        return train(state == "resume")
+    finally:
+        lock.__exit__(None, None, None)

@@ -79,10 +79,6 @@ def inspect_out_dir(cfg: StudyConfig, out: Path) -> str:
     return "finished" if (out / rd.SUMMARY).exists() else "resume"
 
 
-def _start_over(out: Path) -> None:
-    rd.remove_owned(out, OWNED)
-
-
 def run_study(cfg: StudyConfig, out_dir, progress: bool = True, threads: int = 1, force: bool = False) -> dict:
     """Train every run of ``cfg`` into ``out_dir`` (docs/run_format.md); resume if interrupted.
 
@@ -93,24 +89,12 @@ def run_study(cfg: StudyConfig, out_dir, progress: bool = True, threads: int = 1
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     out = Path(out_dir)
-    state = inspect_out_dir(cfg, out)
-    if state == "finished" and not force:
-        return {**rd.read_json(out / rd.SUMMARY, "study summary"), "already_finished": True}
-    try:
-        lock = rd.DirLock(out).__enter__()
-    except OSError as e:
-        raise rd.RunDirError(f"cannot write out={str(out)!r}: {e.strerror}") from None
-    try:
-        state = inspect_out_dir(cfg, out)  # again, under the lock: another process may have moved on
-        if state == "finished" and not force:
-            return {**rd.read_json(out / rd.SUMMARY, "study summary"), "already_finished": True}
-        if force and state != "new":
-            _start_over(out)
-            state = "new"
+
+    def train(resume: bool) -> dict:
         torch.set_num_threads(threads)  # tiny tensors: one thread is fastest on a small CPU
-        return _train(cfg, out, resume=state == "resume", progress=progress)
-    finally:
-        lock.__exit__(None, None, None)
+        return _train(cfg, out, resume=resume, progress=progress)
+
+    return rd.run_study_dir(out, lambda o: inspect_out_dir(cfg, o), train, OWNED, force)
 
 
 def _open(cfg: StudyConfig, out: Path, resume: bool):
