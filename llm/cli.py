@@ -42,6 +42,21 @@ def _cmd_train_llm(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_GROUPS = {
+    "model and prompts": ("model", "chat_template", "max_new_tokens", "temperature", "bf16",
+                          "gradient_checkpointing", "device", "threads"),
+    "data (a Hugging Face dataset with --dataset, or a JSONL file with --data)": (
+        "task", "dataset", "dataset_config", "split", "eval_split", "question_field", "answer_field", "data",
+        "eval_data", "n_digits", "little_endian", "fixed_width"),
+    "reward": ("reward_mode",),
+    "RL": ("method", "staleness", "agg_mode", "mask_scope", "prompts_per_step", "group_size", "updates_per_step",
+           "micro_batch_size", "lr", "weight_decay", "max_grad_norm", "updates", "seed"),
+    "warm start (the tiny model only)": ("warm_start_steps", "warm_start_lr", "warm_start_marked_frac"),
+    "logging and checkpoints": ("eval_every", "eval_prompts", "hist_every", "checkpoint_every", "report_to"),
+}
+"""``train-llm --help`` sections: every TrainConfig field but the nested loss config (a test checks it)."""
+
+
 def add_train_llm_parser(sub) -> None:
     """Register the ``train-llm`` subcommand on an argparse subparsers object."""
     from m2po_lab.cliutil import add_dataclass_options
@@ -59,7 +74,7 @@ def add_train_llm_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (there are none off a terminal either)")
     from .config import TrainConfig  # no transformers import: `m2po-lab --help` works without it
 
-    add_dataclass_options(p, TrainConfig)
+    add_dataclass_options(p, TrainConfig, groups=TRAIN_GROUPS)
     p.set_defaults(func=_cmd_train_llm)
 
 

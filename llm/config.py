@@ -29,9 +29,23 @@ class TrainConfig:
     task: str = "arith"
     """"arith" (synthetic addition), "gsm8k", "math" or "jsonl" (question/answer keys)."""
     data: str | None = None
-    """JSONL file of the gsm8k / math / jsonl task (one object per line)."""
+    """JSONL file of the gsm8k / math / jsonl task (one object per line); or give --dataset."""
     eval_data: str | None = None
     """Held-out JSONL file; None: the last eval_prompts records of data are held out."""
+    dataset: str | None = None
+    """gsm8k / math / jsonl task read with datasets.load_dataset: a hub name (openai/gsm8k) or a local JSON, JSONL, CSV, parquet file or directory."""
+    dataset_config: str | None = None
+    """The dataset's configuration name (GSM8K: "main")."""
+    split: str = "train"
+    """Split of --dataset to train on."""
+    eval_split: str | None = None
+    """Held-out split of --dataset (GSM8K: "test"); None: the last eval_prompts records of --split are held out."""
+    question_field: str | None = None
+    """Column holding the question (None: "question"; task math: "problem")."""
+    answer_field: str | None = None
+    """Column holding the reference (None: "answer"; math: "solution"); reduced to its final answer (#### / \\boxed)."""
+    chat_template: bool = True
+    """gsm8k / math / jsonl prompts go through the tokenizer's chat template when it has one (--no-chat-template: raw)."""
     reward_mode: str = "flexible"
     """"flexible" (#### marker, else \\boxed, else the last number), "strict" (only `#### N`, verl's GSM8K rule), "exact"."""
     n_digits: int = 2
@@ -94,6 +108,8 @@ class TrainConfig:
     """"auto" (cuda if available), "cpu", "cuda" or "cuda:i"."""
     threads: int = 1
     """torch CPU threads (1 is fastest for the tiny model on a small shared CPU)."""
+    report_to: str = "none"
+    """Also send every metrics.jsonl number to "tensorboard" (OUT/tensorboard), "wandb", "trackio" or "none"."""
 
     def __post_init__(self):
         from .tasks import REWARD_MODES
@@ -109,8 +125,24 @@ class TrainConfig:
             raise ValueError(f"device={self.device!r} is not accepted; accepted: 'auto', 'cpu', 'cuda', 'cuda:N'")
         if not (isinstance(self.warm_start_marked_frac, (int, float)) and 0.0 <= self.warm_start_marked_frac <= 1.0):
             raise ValueError(f"warm_start_marked_frac must be in [0, 1], got {self.warm_start_marked_frac!r}")
-        if self.task != "arith" and self.data is None:
-            raise ValueError(f"data: task={self.task!r} needs --data PATH (a JSONL file)")
+        if self.task != "arith" and self.data is None and self.dataset is None:
+            raise ValueError(f"data: task={self.task!r} needs --dataset NAME_OR_PATH or --data PATH (a JSONL file)")
+        if self.data is not None and self.dataset is not None:
+            raise ValueError("dataset: give --dataset or --data, not both")
+        if self.task == "arith" and (self.dataset is not None or self.data is not None):
+            raise ValueError("dataset: task 'arith' draws its own sums; give --task gsm8k, math or jsonl with "
+                             "--dataset / --data")
+        if self.eval_split is not None and self.dataset is None:
+            raise ValueError("eval_split: names a split of --dataset; give --dataset (or --eval-data with --data)")
+        if self.eval_data is not None and self.dataset is not None:
+            raise ValueError("eval_data: with --dataset give --eval-split SPLIT instead")
+        for name in ("split", "eval_split", "question_field", "answer_field", "dataset", "dataset_config"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not v.strip()):
+                raise ValueError(f"{name} must be a non-empty string, got {v!r}")
+        from .trackers import TRACKERS
+
+        check_choice("report_to", self.report_to, TRACKERS)
         if self.warm_start_steps and self.model is not None:
             raise ValueError("warm_start_steps: the warm start trains the tiny model built in OUT/model; with "
                              "--model give --warm-start-steps 0 (the model is used as it is)")

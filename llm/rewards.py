@@ -11,13 +11,17 @@
 - anything else is compared as a whitespace-free string.
 
 `exact_reward` compares answer strings (the little-endian, fixed-width addition of the
-staleness study), `digits_reward` gives partial credit per digit; `get_reward(mode)`
-picks one by `REWARD_MODES` name.
+staleness study), `digits_reward` gives partial credit per digit; `math_verify_reward`
+asks HF math-verify (the checker of TRL's and open-r1's accuracy rewards; the optional
+`m2po-lab[math]` extra) whether the answers are symbolically equal. `get_reward(mode)`
+picks one by `REWARD_MODES` name and `check_reward_available(mode)` says early when a
+mode's package is missing. docs/rewards.md compares the rules case by case.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from fractions import Fraction
 
 # ----------------------------------------------------------------------------
@@ -107,9 +111,10 @@ def answers_match(pred: str, gold: str) -> bool:
 
 MARK = "#### "
 """The answer marker the strict reward requires (GSM8K's), as `mark_answers` writes it."""
-REWARD_MODES = ("flexible", "strict", "exact", "digits")
-"""How a completion is scored: "flexible" (`reward`), "strict" (`strict_reward`), "exact" (`exact_reward`) or
-"digits" (`digits_reward`, partial credit per digit)."""
+REWARD_MODES = ("flexible", "strict", "exact", "digits", "math-verify")
+"""How a completion is scored: "flexible" (`reward`), "strict" (`strict_reward`), "exact" (`exact_reward`),
+"digits" (`digits_reward`, partial credit per digit) or "math-verify" (`math_verify_reward`, needs the
+`m2po-lab[math]` extra)."""
 
 
 def reward(completion: str, answer: str) -> float:
@@ -170,8 +175,104 @@ def digits_reward(completion: str, answer: str) -> float:
     return right / max(len(gold), len(pred))
 
 
+# ----------------------------------------------------------------------------
+# HF math-verify (optional extra)
+# ----------------------------------------------------------------------------
+
+MATH_VERIFY_MISSING = "reward_mode='math-verify' needs the math-verify package: pip install 'm2po-lab[math]'"
+_MV_TIMEOUT_S = 5
+"""math-verify's own default for `parse(parsing_timeout=)` and `verify(timeout_seconds=)`, in seconds."""
+
+
+def _math_verify():
+    """The `math_verify` module, imported on first use; ValueError (`MATH_VERIFY_MISSING`) if it is not installed."""
+    try:
+        import math_verify
+    except ImportError:
+        raise ValueError(MATH_VERIFY_MISSING) from None
+    return math_verify
+
+
+def check_reward_available(mode: str) -> None:
+    """ValueError (one line, with the pip command) if `mode` needs a package that cannot be imported.
+
+    Only "math-verify" needs one (`math-verify`, the `m2po-lab[math]` extra); the other modes are
+    plain Python and this is a no-op for them.
+    """
+    if mode == "math-verify":
+        _math_verify()
+
+
+def math_verify_gold(answer: str) -> str:
+    """The text `math_verify_reward` hands to `math_verify.parse` as the gold answer.
+
+    The final answer is found as `extract_answer` finds it, but kept as written, then wrapped so
+    that math-verify reads it as LaTeX:
+
+    - a GSM8K reference solution (it has `####`) is reduced with `extract_answer` (math-verify
+      knows no `####` marker);
+    - a MATH reference solution (it has `\\boxed` or `\\fbox`) is reduced to the content of its
+      last box, as written (what `llm.data.math_final_answer` gives): math-verify's own
+      search anchors on `\\boxed{` only, misses `\\fbox`, and reads nearby boxes as one
+      list (`$\\boxed{0.5}$ and $y=\\boxed{2}$` -> {1/2, 2}); a box whose braces do not
+      close leaves the text as it is;
+    - the answer is then wrapped as `\\boxed{answer}`: unwrapped, math-verify reads
+      `2\\sqrt{2}` as 2, `10^{3}` as 10 and `x=2` as 2, and `\\pi`, `\\dfrac{3}{4}` or `(1,2]`
+      not at all. An answer that `normalize_answer` reads as a number is first written in
+      its canonical form (`1 000` -> `1000`: math-verify reads `\\boxed{1 000}` as 1*0).
+
+    An empty answer gives "" (which parses to nothing, so every completion scores 0.0).
+    """
+    if "####" in answer:
+        answer = extract_answer(answer) or ""
+    elif "\\boxed" in answer or "\\fbox" in answer:
+        boxed = _boxed_content(answer)
+        if boxed is None:
+            return answer
+        answer = boxed
+    answer = answer.strip()
+    if not answer:
+        return ""
+    if _to_number(normalize_answer(answer)) is not None:
+        answer = normalize_answer(answer)
+    return f"\\boxed{{{answer}}}"
+
+
+def math_verify_reward(completion: str, answer: str) -> float:
+    """1.0 if HF math-verify finds the completion's answer equal to the gold `answer`, else 0.0.
+
+    The completion goes to `math_verify.parse` with its default extraction, LaTeX and plain
+    numbers or expressions: a "final answer is X. I hope" phrase first, then the rightmost
+    `\\boxed{}` (boxes close together are read as one list) or "final answer ... is X", then
+    an "answer" word, then the rightmost LaTeX or number. (TRL's accuracy reward reads
+    completions as LaTeX only, without the anchorless matches: `#### 46` or `the answer is 46.`
+    give nothing there.) The gold is `math_verify_gold(answer)`, parsed the same way;
+    `math_verify.verify(gold, pred)` (gold first: it is not symmetric) compares them as
+    numbers (to 6 decimals when one is a float), sets, intervals, equations or by
+    `sympy.simplify`. A gold that does not parse scores 0.0 for every completion (TRL's
+    accuracy reward returns None for it, to skip the example).
+
+    math-verify bounds parsing and comparison with `signal.alarm` (5 s each here, its
+    default), which works only in the main thread: in any other thread the timeouts are
+    off (`parsing_timeout=None`, `timeout_seconds=None`), so the call works but is not
+    bounded. ValueError (`MATH_VERIFY_MISSING`) if math-verify is not installed.
+    """
+    mv = _math_verify()
+    timeout = _MV_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+    gold = mv.parse(math_verify_gold(answer), parsing_timeout=timeout)
+    if not gold:
+        return 0.0
+    pred = mv.parse(completion, parsing_timeout=timeout)
+    return float(bool(pred) and mv.verify(gold, pred, timeout_seconds=timeout))
+
+
 def get_reward(mode: str):
-    """The reward function of a mode in `REWARD_MODES`; ValueError names the accepted ones."""
+    """The reward function of a mode in `REWARD_MODES`; ValueError names the accepted ones.
+
+    "math-verify" also checks that its package imports (`check_reward_available`).
+    """
     if mode not in REWARD_MODES:
         raise ValueError(f"reward_mode must be one of {list(REWARD_MODES)}, got {mode!r}")
-    return {"strict": strict_reward, "exact": exact_reward, "digits": digits_reward}.get(mode, reward)
+    check_reward_available(mode)
+    return {"strict": strict_reward, "exact": exact_reward, "digits": digits_reward,
+            "math-verify": math_verify_reward}.get(mode, reward)

@@ -31,48 +31,67 @@ _INSTRUCTIONS = {
 _KEYS = {"gsm8k": GSM8K_KEYS, "math": MATH_KEYS, "jsonl": dict(question_key="question", answer_key="answer")}
 
 
-def load_tasks(cfg) -> tuple[object, list[tuple[str, str]]]:
+def load_tasks(cfg, progress: bool = False) -> tuple[object, list[tuple[str, str]]]:
     """(train task with ``sample(n, generator)``, held-out [(prompt, answer)]) for ``cfg.task``.
 
     arith: fresh draws; the held-out set is drawn with seed + 1 (the SFT report's set).
-    JSONL tasks: ``cfg.eval_data`` if given, else the last ``eval_prompts`` records of
-    ``cfg.data`` are held out and never trained on.
+    ``cfg.dataset``: ``cfg.split`` through ``datasets.load_dataset`` (:mod:`.data`), held out
+    ``cfg.eval_split``; ``cfg.data``: a JSONL file, held out ``cfg.eval_data``. Without a
+    held-out set the last ``eval_prompts`` records are held out and never trained on.
     """
     if cfg.task == "arith":
         task = ArithmeticTask(n_digits=cfg.n_digits, seed=cfg.seed, little_endian=cfg.little_endian,
                               fixed_width=cfg.fixed_width)
         return task, task.sample(cfg.eval_prompts, torch.Generator().manual_seed(cfg.seed + 1))
     template = "{question}" + _INSTRUCTIONS[cfg.task]
-    kw = dict(prompt_template=template, seed=cfg.seed, **_KEYS[cfg.task])
-    for name in ("data", "eval_data"):
-        path = getattr(cfg, name)
-        if path is not None and not Path(path).is_file():
-            raise ValueError(f"{name}: file not found: {path!r}")
-    try:
-        train = load_jsonl_task(cfg.data, **kw)
-        held = load_jsonl_task(cfg.eval_data, **kw).items if cfg.eval_data else None
-    except (ValueError, FileNotFoundError) as err:
-        raise ValueError(f"data: {err}") from err
+    if getattr(cfg, "dataset", None) is not None:
+        from .data import load_dataset_task
+
+        kw = dict(config=cfg.dataset_config, question_field=cfg.question_field, answer_field=cfg.answer_field,
+                  prompt_template=template, seed=cfg.seed, progress=progress)
+        train = load_dataset_task(cfg.dataset, cfg.task, split=cfg.split, **kw)
+        held = load_dataset_task(cfg.dataset, cfg.task, split=cfg.eval_split, **kw).items if cfg.eval_split else None
+    else:
+        kw = dict(prompt_template=template, seed=cfg.seed, **_KEYS[cfg.task])
+        for name in ("data", "eval_data"):
+            path = getattr(cfg, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: file not found: {path!r}")
+        try:
+            train = load_jsonl_task(cfg.data, **kw)
+            held = load_jsonl_task(cfg.eval_data, **kw).items if cfg.eval_data else None
+        except (ValueError, FileNotFoundError) as err:
+            raise ValueError(f"data: {err}") from err
     if held is None:
         if len(train) <= cfg.eval_prompts:
-            raise ValueError(f"data: {len(train)} records cannot hold out eval_prompts={cfg.eval_prompts}")
+            what = "dataset" if getattr(cfg, "dataset", None) is not None else "data"
+            raise ValueError(f"{what}: {len(train)} records cannot hold out eval_prompts={cfg.eval_prompts}")
         held = train.items[-cfg.eval_prompts:]
         train = JsonlTask(items=train.items[: -cfg.eval_prompts], seed=cfg.seed)
     return train, list(held[: cfg.eval_prompts])
 
 
-def format_prompt(tokenizer, prompt: str, task: str) -> str:
-    """The text the model sees: the chat template (instruct models, real tasks) or the raw prompt."""
-    if task != "arith" and getattr(tokenizer, "chat_template", None):
+def uses_chat_template(tokenizer, task: str, chat_template: bool = True) -> bool:
+    """Whether prompts go through the tokenizer's chat template: real tasks, a tokenizer with one, not turned off."""
+    return bool(chat_template) and task != "arith" and bool(getattr(tokenizer, "chat_template", None))
+
+
+def format_prompt(tokenizer, prompt: str, task: str, chat_template: bool = True) -> str:
+    """The text the model sees: the chat template (see :func:`uses_chat_template`) or the raw prompt."""
+    if uses_chat_template(tokenizer, task, chat_template):
         msgs = [{"role": "user", "content": prompt}]
         return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     return prompt
 
 
-def encode_prompts(tokenizer, prompts: list[str], task: str, context: int, max_new_tokens: int):
-    """Left-padded (input_ids (B, P), attention_mask (B, P)); ValueError if a prompt cannot fit."""
-    texts = [format_prompt(tokenizer, p, task) for p in prompts]
-    special = not (task != "arith" and getattr(tokenizer, "chat_template", None))
+def encode_prompts(tokenizer, prompts: list[str], task: str, context: int, max_new_tokens: int,
+                   chat_template: bool = True):
+    """Left-padded (input_ids (B, P), attention_mask (B, P)); ValueError if a prompt cannot fit.
+
+    A templated prompt already holds the template's special tokens: none are added again.
+    """
+    texts = [format_prompt(tokenizer, p, task, chat_template) for p in prompts]
+    special = not uses_chat_template(tokenizer, task, chat_template)
     enc = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=special)
     longest = int(enc["attention_mask"].sum(-1).max())
     if longest + max_new_tokens > context:
@@ -117,7 +136,8 @@ def rollout(model, tokenizer, task, cfg, generator: torch.Generator, autocast) -
     pairs = task.sample(cfg.prompts_per_step, generator)
     prompts = [p for p, _ in pairs for _ in range(cfg.group_size)]  # G contiguous copies
     answers = [a for _, a in pairs for _ in range(cfg.group_size)]
-    prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, cfg.task, model_context(model), cfg.max_new_tokens)
+    prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, cfg.task, model_context(model), cfg.max_new_tokens,
+                                             getattr(cfg, "chat_template", True))
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)  # (N, P)
     was_training = model.training
     model.eval()

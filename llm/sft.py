@@ -83,10 +83,12 @@ def complete(
     temperature: float = 1.0,
     seed: int = 0,
     batch_size: int = 256,
+    add_special_tokens: bool = True,
 ) -> list[str]:
     """The decoded completion of each prompt (greedy, or sampled seeded from `seed`).
 
-    The global RNG is left untouched (see `models.generate`).
+    The global RNG is left untouched (see `models.generate`). ``add_special_tokens=False``
+    for prompts that already hold them (chat-templated text).
     """
     was_training = model.training
     model.eval()
@@ -94,7 +96,8 @@ def complete(
     gen = torch.Generator().manual_seed(seed)
     texts: list[str] = []
     for i in range(0, len(prompts), batch_size):
-        enc = tokenizer(prompts[i : i + batch_size], padding=True, return_tensors="pt").to(device)
+        enc = tokenizer(prompts[i : i + batch_size], padding=True, return_tensors="pt",
+                        add_special_tokens=add_special_tokens).to(device)
         response_ids, _ = generate(
             model, tokenizer, enc["input_ids"], enc["attention_mask"],
             max_new_tokens=max_new_tokens, temperature=temperature,

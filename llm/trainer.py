@@ -33,97 +33,17 @@ from m2po_lab.metrics import importance_metrics, masked_mean, merge_parts
 from m2po_lab.staleness import StaleQueue
 
 from .config import TrainConfig
-from .models import build_tiny_model, load_model_and_tokenizer
-from .rollout import batch_bytes, encode_prompts, format_prompt, load_tasks, logp_and_entropy, model_context, rollout
+from .policy import check_prompts, device_of, evaluate, load_policy
+from .rollout import batch_bytes, load_tasks, logp_and_entropy, rollout
 from .run_dir import RunDir, check_out, histograms, read_run, to_row, zeroed_examples
-from .sft import complete, score_texts, sft_warm_start
+from .rewards import check_reward_available
 from .study_records import AMP_KEY, amplified_examples, amplified_scalars
-from .tasks import get_reward, reward
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but CUDA is not available")
-    return torch.device(name)
+from .trackers import check_report_to, open_tracker
 
 
 def _step_generator(seed: int, step: int, call: int) -> torch.Generator:
     """The random stream of rollout ``call`` of rollout step ``step`` (resume-exact)."""
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4099 + call)
-
-
-def load_policy(cfg: TrainConfig, run: RunDir | None, task, device, progress: bool = False):
-    """The policy and tokenizer: ``cfg.model`` (run None: before OUT is touched), or the tiny model in OUT/model.
-
-    The tiny model is built and warm-started once (then saved as the RL start);
-    returns (model, tokenizer, warm-start report -- {} unless the warm start ran now).
-    """
-    sft = {}
-    if cfg.model is not None:
-        model, tok = _load(cfg.model, device, "model")
-    else:
-        path = run.out / "model"
-        if run.meta.get("start") is None:  # fresh (or interrupted before RL began): build + warm start
-            build_tiny_model(path, seed=cfg.seed)
-        elif not (path / "config.json").exists():
-            raise rd.RunDirError(f"resume: {str(path)!r} is missing: the run's policy (its RL start) is gone; "
-                                 "start the run again in a new directory")
-        model, tok = _load(path, device, "resume", local_files_only=True)
-        if run.meta.get("start") is None and cfg.warm_start_steps:
-            sft = sft_warm_start(model, tok, task, steps=cfg.warm_start_steps, lr=cfg.warm_start_lr, seed=cfg.seed,
-                                 eval_size=0, marked_frac=cfg.warm_start_marked_frac, progress=progress)
-            sft = {k: v for k, v in sft.items() if k != "sft/losses"}
-            model.save_pretrained(str(path))  # the RL start on disk
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    return model, tok, sft
-
-
-def _load(path, device, what: str, local_files_only: bool = False):
-    """``load_model_and_tokenizer`` with a one-line ValueError naming ``what`` for a missing or damaged model."""
-    p = Path(str(path)).expanduser()
-    if p.is_dir() and not (p / "config.json").exists():
-        raise ValueError(f"{what}: {str(path)!r} has no config.json: not a Hugging Face model directory "
-                         "(save one with model.save_pretrained)")
-    try:
-        return load_model_and_tokenizer(path, device=device, local_files_only=local_files_only)
-    except Exception as err:  # noqa: BLE001 - a local model's files are user data: any failure is a damaged file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if p.is_dir():
-            raise ValueError(f"{what}: the model in {str(path)!r} cannot be loaded ({type(err).__name__}: "
-                             f"{first}); a weights file may be truncated or damaged") from err
-        if isinstance(err, (OSError, ValueError)):
-            raise ValueError(f"{what}: {first}") from err
-        raise
-
-
-def check_prompts(tok, model, cfg: TrainConfig, task, eval_set) -> None:
-    """ValueError naming ``data`` if any prompt + max_new_tokens exceeds the model context."""
-    items = list(getattr(task, "items", ())) or task.sample(256, torch.Generator().manual_seed(0))
-    prompts = [p for p, _ in items + list(eval_set)]
-    for i in range(0, len(prompts), 1024):
-        encode_prompts(tok, prompts[i : i + 1024], cfg.task, model_context(model), cfg.max_new_tokens)
-
-
-def evaluate(model, tok, cfg: TrainConfig, eval_set, autocast) -> dict[str, float]:
-    """Held-out accuracy under the run's reward: greedy (``eval/accuracy``) and temperature-1 sampled.
-
-    With ``reward_mode="strict"`` also ``eval/accuracy_flexible``: the greedy answers scored
-    by the flexible rule, i.e. the arithmetic without the format requirement.
-    """
-    prompts, answers = [format_prompt(tok, p, cfg.task) for p, _ in eval_set], [a for _, a in eval_set]
-    score, out = get_reward(cfg.reward_mode), {}
-    with autocast():
-        for key, greedy in (("eval/accuracy", True), ("eval/accuracy_sampled", False)):
-            texts = complete(model, tok, prompts, greedy=greedy, max_new_tokens=cfg.max_new_tokens,
-                             temperature=cfg.temperature, seed=cfg.seed + 2)
-            out[key] = score_texts(texts, answers, score)
-            if greedy and cfg.reward_mode == "strict":
-                out["eval/accuracy_flexible"] = score_texts(texts, answers, reward)
-    out["eval/reward"] = out["eval/accuracy_sampled"]
-    return out
 
 
 def _combine(per_micro: list[dict], tokens: list[int], seqs: list[int], log_ratio, mask) -> dict[str, torch.Tensor]:
@@ -208,11 +128,13 @@ def train(cfg: TrainConfig, out_dir, *, resume: bool = False, progress: bool = T
     device, the data, the model (when ``cfg.model`` is given) and the prompt lengths.
     """
     torch.set_num_threads(cfg.threads)
-    device = _device(cfg.device)
+    device = device_of(cfg.device)
     check_out(Path(out_dir), resume)  # a wrong OUT fails before any model is loaded
+    check_reward_available(cfg.reward_mode)  # optional extras (math-verify, a tracker) before OUT is written
+    check_report_to(cfg.report_to)
     use_bf16 = cfg.bf16 and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
-    task, eval_set = load_tasks(cfg)  # bad data / model / prompt lengths fail before OUT is written
+    task, eval_set = load_tasks(cfg, progress)  # bad data / model / prompt lengths fail before OUT is written
     loaded = load_policy(cfg, None, task, device) if cfg.model is not None else None
     if loaded is not None:
         check_prompts(loaded[1], loaded[0], cfg, task, eval_set)
@@ -260,6 +182,7 @@ def _rl(cfg: TrainConfig, run: RunDir, model, tok, task, eval_set, autocast, pro
         torch.set_rng_state(ckpt["rng"])
         update, wall_before = int(ckpt["update"]), float(ckpt.get("wall_s", 0.0))
     run.open_metrics(update)
+    tracker = open_tracker(cfg.report_to, run.out, cfg.to_dict(), run.out.name, start_update=update)
     last_ckpt, mb = update, cfg.minibatch_size
     bar = None
     if progress:
@@ -291,6 +214,7 @@ def _rl(cfg: TrainConfig, run: RunDir, model, tok, task, eval_set, autocast, pro
                 row["queue/bytes"] = bytes_per_seq * batch["mask"].shape[0] * (len(queue) + 1)
                 row["time/update_s"] = time.time() - t0
                 run.write(row)
+                tracker.log(row, step=update)
                 update += 1
                 if bar is not None:
                     bar.update(1)
@@ -302,6 +226,7 @@ def _rl(cfg: TrainConfig, run: RunDir, model, tok, task, eval_set, autocast, pro
                                      "wall_s": wall_before + time.time() - t_start})
                 last_ckpt = update
     finally:
+        tracker.close()
         if bar is not None:
             bar.close()
     summary = {"start": run.meta["start"], "final": last_eval, "wall_s": wall_before + time.time() - t_start,

@@ -44,16 +44,27 @@ def _add_field(group, name: str, dest: str, hint, default, doc: str) -> None:
         group.add_argument(flag, dest=dest, type=base, default=None, help=help_)
 
 
-def add_dataclass_options(parser: argparse.ArgumentParser, cls, skip=()) -> None:
-    """``--field-name`` for every field of ``cls`` (nested config dataclasses flattened, in their own group)."""
+def add_dataclass_options(parser: argparse.ArgumentParser, cls, skip=(), groups: dict | None = None) -> None:
+    """``--field-name`` for every field of ``cls`` (nested config dataclasses flattened, in their own group).
+
+    ``groups``: {help-section title: field names}; those fields are listed under their title
+    in ``--help``, the others under the parser's own options.
+    """
     docs, hints = _field_docs(cls), typing.get_type_hints(cls)
     flat = {f.name for f in dataclasses.fields(cls)}
+    section = {}
+    for title, names in (groups or {}).items():
+        unknown = sorted(set(names) - flat)
+        if unknown:
+            raise ValueError(f"groups: {unknown} are not fields of {cls.__name__}")
+        group = parser.add_argument_group(title)
+        section.update({name: group for name in names})
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         sub = _nested(hints[f.name])
         if sub is None:
-            _add_field(parser, f.name, f.name, hints[f.name], f.default, docs.get(f.name, ""))
+            _add_field(section.get(f.name, parser), f.name, f.name, hints[f.name], f.default, docs.get(f.name, ""))
             continue
         group = parser.add_argument_group(f"{f.name} options ({sub.__name__}: {docs.get(f.name, '')})")
         sub_docs, sub_hints, sub_default = _field_docs(sub), typing.get_type_hints(sub), f.default_factory() \

@@ -236,7 +236,7 @@ def test_strict_reward_needs_the_marker():
     assert strict_reward("####x46", "46") == 0.0  # the number must follow the marker
     assert strict_reward("#### 12", "Natalia sold 48/2 = 24 ... #### 12") == 1.0
     assert get_reward("strict") is strict_reward and get_reward("flexible") is reward
-    with pytest.raises(ValueError, match=r"reward_mode must be one of \['flexible', 'strict', 'exact', 'digits'\]"):
+    with pytest.raises(ValueError, match=r"reward_mode must be one of \['flexible', 'strict', 'exact', 'digits', 'math-verify'\]"):
         get_reward("lenient")
 
 

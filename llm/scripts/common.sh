@@ -18,16 +18,24 @@
 #     within the first few hundred updates); the paper trains longer;
 #   - max_new_tokens 512 (GSM8K solutions of an instruct model fit), micro-batch 8 with
 #     gradient checkpointing and bf16 autocast to fit 128 x ~700 tokens in 80 GB.
-# Data: a GSM8K JSONL ({"question", "answer"} per line, answer ending "#### N"), e.g.
-#   python -c "import datasets; datasets.load_dataset('openai/gsm8k','main',split='train').to_json('gsm8k_train.jsonl')"
-#   python -c "import datasets; datasets.load_dataset('openai/gsm8k','main',split='test').to_json('gsm8k_test.jsonl')"
+# Data: GSM8K through Hugging Face datasets (`--dataset openai/gsm8k --dataset-config main`,
+#   train on the train split, evaluate on test); a local copy works offline: DATASET=/path/to/dir
+#   with train.jsonl and test.jsonl, or a save_to_disk directory.
+# Prompts: Qwen2.5-Instruct's tokenizer carries a chat template, so each question goes
+#   through apply_chat_template (--no-chat-template would feed the raw text).
+# Reward: math-verify (HF's symbolic checker, pip install 'm2po-lab[math]'); REWARD=strict is
+#   verl's GSM8K rule (`#### N` only), REWARD=flexible our number normaliser (docs/rewards.md).
+# Metrics: metrics.jsonl always; REPORT_TO=tensorboard|wandb|trackio also sends them to a tracker.
 set -euo pipefail
-DATA=${DATA:-data/gsm8k_train.jsonl}
-EVAL_DATA=${EVAL_DATA:-data/gsm8k_test.jsonl}
+DATASET=${DATASET:-openai/gsm8k}
 MODEL=${MODEL:-Qwen/Qwen2.5-0.5B-Instruct}
 OUT_ROOT=${OUT_ROOT:-runs/gsm8k-0.5b}
+REWARD=${REWARD:-math-verify}
+REPORT_TO=${REPORT_TO:-tensorboard}
+DATASET_ARGS=(--dataset "$DATASET" --split train --eval-split test)
+if [[ "$DATASET" == "openai/gsm8k" ]]; then DATASET_ARGS+=(--dataset-config main); fi
 COMMON=(
-  --model "$MODEL" --task gsm8k --data "$DATA" --eval-data "$EVAL_DATA"
+  --model "$MODEL" --task gsm8k "${DATASET_ARGS[@]}" --reward-mode "$REWARD" --report-to "$REPORT_TO"
   --prompts-per-step 64 --group-size 8 --updates-per-step 4 --micro-batch-size 8
   --lr 1e-6 --max-grad-norm 1.0 --max-new-tokens 512 --temperature 1.0 --tau 0.04
   --updates 400 --eval-every 40 --eval-prompts 256 --hist-every 10
