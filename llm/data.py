@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .rewards import boxed_content
 from .tasks import JsonlTask
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -40,18 +41,12 @@ def math_final_answer(solution: str) -> str:
     not rewritten, so math-verify sees what the dataset wrote. ValueError if there is no
     box or its braces do not close.
     """
-    start = max(solution.rfind("\\boxed"), solution.rfind("\\fbox"))
-    if start < 0:
+    if "\\boxed" not in solution and "\\fbox" not in solution:
         raise ValueError("a MATH solution puts its answer in \\boxed{...}; this one has none")
-    rest = solution[start:].split("{", 1)
-    if len(rest) < 2:
-        raise ValueError("a \\boxed without braces")
-    depth = 1
-    for i, ch in enumerate(rest[1]):
-        depth += (ch == "{") - (ch == "}")
-        if depth == 0:
-            return rest[1][:i].strip()
-    raise ValueError("a \\boxed{...} whose braces do not close")
+    content = boxed_content(solution)
+    if content is None:
+        raise ValueError("a \\boxed{...} whose braces do not close")
+    return content.strip()
 
 
 def final_answer(raw: str, task: str) -> str:

@@ -32,7 +32,7 @@ _NUMBER = re.compile(r"(?<![\d.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 _FRAC = re.compile(r"^\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}$")
 
 
-def _boxed_content(text: str) -> str | None:
+def boxed_content(text: str) -> str | None:
     """Content of the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced."""
     start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
     if start < 0:
@@ -62,7 +62,7 @@ def extract_answer(text: str) -> str | None:
         if _to_number(normalize_answer(rest)) is None and _NUMBER.search(rest):
             rest = _NUMBER.search(rest).group(0)
         return normalize_answer(rest) or None
-    boxed = _boxed_content(text)
+    boxed = boxed_content(text)
     if boxed is not None:
         return normalize_answer(boxed)
     numbers = _NUMBER.findall(text)
@@ -226,7 +226,7 @@ def math_verify_gold(answer: str) -> str:
     if "####" in answer:
         answer = extract_answer(answer) or ""
     elif "\\boxed" in answer or "\\fbox" in answer:
-        boxed = _boxed_content(answer)
+        boxed = boxed_content(answer)
         if boxed is None:
             return answer
         answer = boxed
