@@ -251,3 +251,24 @@ def test_train_llm_help_lists_every_option_in_a_section(capsys):
     for flag in ("--dataset ", "--dataset-config", "--split", "--eval-split", "--question-field", "--answer-field"):
         assert flag in data_section, flag
     assert "--report-to" in text.split("logging and checkpoints")[1]
+
+
+def test_report_to_tensorboard_mirrors_the_metrics_file(chat_model, tmp_path):
+    """train-llm --report-to tensorboard: every number of every metrics.jsonl line, same key, step = update."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    args = ["train-llm", "--model", str(chat_model), "--out", str(out), "--task", "arith", "--n-digits", "1",
+            "--prompts-per-step", "2", "--group-size", "2", "--updates-per-step", "1", "--micro-batch-size", "4",
+            "--max-new-tokens", "3", "--updates", "3", "--eval-every", "2", "--eval-prompts", "4",
+            "--hist-every", "1", "--device", "cpu", "--no-progress", "--report-to", "tensorboard"]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    expected = {(k, r["update"]): v for r in rows for k, v in r.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    got = {(tag, e.step): e.value for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
+    assert set(got) == set(expected) and ("eval/accuracy", 1) in got and ("clip/frac", 2) in got
+    assert all(got[key] == pytest.approx(v, rel=1e-6, abs=1e-7) for key, v in expected.items())
