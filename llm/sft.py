@@ -149,18 +149,10 @@ def sft_warm_start(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     task,
-    steps: int = 300,
-    lr: float = 3e-3,
-    batch_size: int = 128,
-    seed: int = 0,
-    eval_size: int = 256,
-    max_new_tokens: int | None = None,
-    warmup: float = 0.1,
-    cosine: bool = True,
-    marked_frac: float = 0.0,
-    reward_fn=reward,
-    carry_drop: float = 0.0,
-    label_smoothing: float = 0.0,
+    steps: int = 300, lr: float = 3e-3, batch_size: int = 128, seed: int = 0,
+    eval_size: int = 256, max_new_tokens: int | None = None,
+    warmup: float = 0.1, cosine: bool = True,
+    marked_frac: float = 0.0, reward_fn=reward, carry_drop: float = 0.0, label_smoothing: float = 0.0,
     progress: bool = False,
 ) -> dict[str, float | list[float]]:
     """Fine-tune `model` in place on fresh `task.sample` batches; report accuracy.
@@ -205,15 +197,18 @@ def sft_warm_start(
         "sft/seconds": seconds,
     }
     if eval_size > 0:
-        if max_new_tokens is None:
-            max_new_tokens = getattr(task, "max_answer_chars", 16) + 1 + (len(MARK) if marked_frac else 0)
-        eval_set = task.sample(eval_size, torch.Generator().manual_seed(seed + 1))
-        for name, greedy in (("sft/acc_sampled", False), ("sft/acc_greedy", True)):
-            metrics[name] = evaluate_accuracy(
-                model, tokenizer, eval_set, greedy=greedy,
-                max_new_tokens=max_new_tokens, seed=seed + 2, reward_fn=reward_fn,
-            )
+        metrics.update(_final_accuracy(model, tokenizer, task, eval_size, seed, max_new_tokens, marked_frac, reward_fn))
     return metrics
+
+
+def _final_accuracy(model, tokenizer, task, eval_size, seed, max_new_tokens, marked_frac, reward_fn) -> dict:
+    """``sft/acc_sampled`` and ``sft/acc_greedy`` on ``eval_size`` held-out draws (generator ``seed + 1``)."""
+    if max_new_tokens is None:
+        max_new_tokens = getattr(task, "max_answer_chars", 16) + 1 + (len(MARK) if marked_frac else 0)
+    eval_set = task.sample(eval_size, torch.Generator().manual_seed(seed + 1))
+    return {name: evaluate_accuracy(model, tokenizer, eval_set, greedy=greedy, max_new_tokens=max_new_tokens,
+                                    seed=seed + 2, reward_fn=reward_fn)
+            for name, greedy in (("sft/acc_sampled", False), ("sft/acc_greedy", True))}
 
 
 def _train_steps(model, tokenizer, task, steps, lr, batch_size, seed, warmup, cosine, marked_frac, carry_drop,

@@ -88,14 +88,10 @@ def train_minibatch(model, optimizer, batch: dict, rows: slice, cfg: TrainConfig
             st = batch_state(cfg.method, logp.detach(), old_logp[m], adv[m], mask[m], lcfg)
         else:
             st = {}  # microbatch scope: the loss decides on this micro-batch (released code)
-        per_token_loss, metrics = loss_fn(logp, old_logp[m], adv[m], mask[m], cfg=lcfg, **st)
+        per_token_loss, metrics, zero = loss_fn(logp, old_logp[m], adv[m], mask[m], cfg=lcfg, with_zeroed=True, **st)
         loss = aggregate(per_token_loss, mask[m], cfg.agg_mode, num_tokens=n_tokens, num_seqs=ids.shape[0])
         loss.backward()
-        # which tokens got no gradient: d per_token_loss / d logp == 0 (tiny, model-free)
-        probe = logp.detach().requires_grad_()
-        with torch.enable_grad():
-            g, = torch.autograd.grad(loss_fn(probe, old_logp[m], adv[m], mask[m], cfg=lcfg, **st)[0].sum(), probe)
-        zeroed.append(mask[m] & (g == 0) & (adv[m, None] != 0))
+        zeroed.append(zero & (adv[m, None] != 0))  # the tokens the loss zeroed (A = 0 has no gradient anyway)
         loss_sum = loss_sum + loss.detach()
         per_micro.append(metrics)
         weights.append(int(mask_cpu[m, :R].sum()))
@@ -173,14 +169,7 @@ def _rl(cfg: TrainConfig, run: RunDir, model, tok, task, eval_set, autocast, pro
     queue: StaleQueue[dict] = StaleQueue(cfg.staleness // U)  # in rollout steps of U updates
     zero = torch.zeros(1, 1)
     has_state = bool(batch_state(cfg.method, zero, zero, torch.zeros(1), zero.bool()))
-    update, wall_before = 0, 0.0
-    ckpt = run.load_checkpoint()
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        queue.load_state_dict(ckpt["queue"])
-        torch.set_rng_state(ckpt["rng"])
-        update, wall_before = int(ckpt["update"]), float(ckpt.get("wall_s", 0.0))
+    update, wall_before = _restore(run, model, optimizer, queue)
     run.open_metrics(update)
     tracker = open_tracker(cfg.report_to, run.out, cfg.to_dict(), run.out.name, start_update=update)
     last_ckpt, mb = update, cfg.minibatch_size
@@ -221,9 +210,7 @@ def _rl(cfg: TrainConfig, run: RunDir, model, tok, task, eval_set, autocast, pro
                     bar.set_postfix(reward=f"{row['reward']:.3f}", m2=f"{row['m2']:.4f}",
                                     mask=f"{row['clip/frac']:.4f}")
             if cfg.checkpoint_every and update - last_ckpt >= cfg.checkpoint_every and update < cfg.updates:
-                run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                     "queue": queue.state_dict(), "rng": torch.get_rng_state(), "update": update,
-                                     "wall_s": wall_before + time.time() - t_start})
+                _checkpoint(run, model, optimizer, queue, update, wall_before + time.time() - t_start)
                 last_ckpt = update
     finally:
         tracker.close()
@@ -233,6 +220,24 @@ def _rl(cfg: TrainConfig, run: RunDir, model, tok, task, eval_set, autocast, pro
                "updates": update, "bytes_per_queued_seq": bytes_per_seq}
     run.finish(summary)
     return summary
+
+
+def _restore(run: RunDir, model, optimizer, queue) -> tuple[int, float]:
+    """Load the run's checkpoint, if any, into model, optimizer, queue and torch's RNG: (update, wall_s so far)."""
+    ckpt = run.load_checkpoint()
+    if ckpt is None:
+        return 0, 0.0
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    queue.load_state_dict(ckpt["queue"])
+    torch.set_rng_state(ckpt["rng"])
+    return int(ckpt["update"]), float(ckpt.get("wall_s", 0.0))
+
+
+def _checkpoint(run: RunDir, model, optimizer, queue, update: int, wall_s: float) -> None:
+    """Everything a resume needs to continue bit-for-bit from ``update`` (see :func:`_restore`)."""
+    run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "queue": queue.state_dict(),
+                         "rng": torch.get_rng_state(), "update": update, "wall_s": wall_s})
 
 
 def resume(out_dir, progress: bool = True) -> dict:

@@ -108,6 +108,7 @@ _PUBLIC_SIGNATURE = inspect.Signature([
     inspect.Parameter("adv", inspect.Parameter.POSITIONAL_OR_KEYWORD),
     inspect.Parameter("mask", inspect.Parameter.POSITIONAL_OR_KEYWORD),
     inspect.Parameter("cfg", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
+    inspect.Parameter("with_zeroed", inspect.Parameter.KEYWORD_ONLY, default=False),
     inspect.Parameter("state", inspect.Parameter.VAR_KEYWORD),
 ])
 
@@ -123,20 +124,28 @@ def register_loss(name: str, batch_state: Callable | None = None, proximal: bool
     ``torch.func.vmap``-ed over independent runs (the toy study trains 45 runs at once).
     ``proximal=True``: the public loss also takes ``prox_logp`` (B, T), log pi_prox of a
     proximal policy, and hands the core ``prox_log_ratio = prox_logp - old_logp``.
+
+    The core returns ``(per_token_loss, metrics, zeroed)`` (build it with ``_finish``):
+    ``zeroed`` (B, T) bool marks the valid tokens whose gradient the loss set to zero
+    (clipped, masked, dropped; ``clip/frac`` is its mean). Both wrappers return the first
+    two, and all three with ``with_zeroed=True``: a trainer learns which tokens were zeroed
+    without differentiating a second time.
     """
 
     def deco(core: Callable) -> LossFn:
         @functools.wraps(core)
-        def compute(log_ratio, adv, mask, cfg, **state):
-            return core(widen(log_ratio), widen(adv), mask, cfg, **state)
+        def compute(log_ratio, adv, mask, cfg, *, with_zeroed=False, **state):
+            out = core(widen(log_ratio), widen(adv), mask, cfg, **state)
+            return out if with_zeroed else out[:2]
 
         @functools.wraps(core)
-        def loss_fn(logp, old_logp, adv, mask, cfg=None, **state):
+        def loss_fn(logp, old_logp, adv, mask, cfg=None, *, with_zeroed=False, **state):
             prox_logp = state.pop("prox_logp", None)
             cfg, log_ratio, adv, mask = _prepare(logp, old_logp, adv, mask, cfg)
             if prox_logp is not None:
                 state["prox_log_ratio"] = prox_log_ratio(name, prox_logp, old_logp, mask)
-            return core(log_ratio, adv, mask, cfg, **state)
+            out = core(log_ratio, adv, mask, cfg, **state)
+            return out if with_zeroed else out[:2]
 
         loss_fn.compute = compute
         loss_fn.__signature__ = _PUBLIC_SIGNATURE  # help() and IDEs show what callers pass, not the core's
@@ -231,11 +240,13 @@ def _grad_carrier(log_ratio: torch.Tensor) -> torch.Tensor:
 
 
 def _finish(per_token, mask, zero_grad, log_ratio, extra=None):
+    """A core's return value: (per-token loss zero at padding, metrics, zeroed valid tokens (B, T) bool)."""
     per_token = torch.where(mask, per_token, torch.zeros_like(per_token))
+    zeroed = mask & zero_grad.bool()
     metrics = importance_metrics(log_ratio, mask)
-    metrics["clip/frac"] = masked_mean(zero_grad.float(), mask)
+    metrics["clip/frac"] = masked_mean(zeroed.float(), mask)
     metrics.update(extra or {})
-    return per_token, metrics
+    return per_token, metrics, zeroed
 
 
 def _ppo_clip(ratio, adv, low, high):

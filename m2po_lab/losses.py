@@ -1,6 +1,7 @@
 """Every policy loss the paper compares, one signature, one registry.
 
-    loss_fn(logp, old_logp, adv, mask, cfg=None, **batch_state) -> (per_token_loss, metrics)
+    loss_fn(logp, old_logp, adv, mask, cfg=None, *, with_zeroed=False, **batch_state)
+        -> (per_token_loss, metrics), or (per_token_loss, metrics, zeroed) with with_zeroed=True
 
 - ``logp`` (B, T): log pi_theta of the sampled tokens (carries the gradient).
 - ``old_logp`` (B, T): log pi_behav, the (possibly stale) policy that sampled them.
@@ -8,6 +9,8 @@
 - ``per_token_loss`` (B, T): the quantity to *minimise* (the negated surrogate),
   zero at padding; reduce it with :func:`m2po_lab.aggregation.aggregate`.
 - ``metrics``: detached 0-d tensors under namespaced keys; the logger syncs them once.
+- ``zeroed`` (B, T) bool: the valid tokens whose gradient the loss set to zero (clipped,
+  masked or dropped); ``clip/frac`` is its mean over the valid tokens.
 
 ``log_ratio = logp - old_logp`` and ``ratio = exp(log_ratio)``. With ``logp == old_logp``
 every loss here has the gradient of the on-policy policy gradient ``-A * grad logp``.
@@ -20,322 +23,34 @@ or masked). ``batch_state`` lets a trainer decide M2PO's mask over a whole optim
 mini-batch -- on one process or across data-parallel ranks (``group=``) -- and then run
 the backward pass in micro-batches (see :func:`batch_state`).
 
-The registry, :class:`LossConfig` and the shared pieces live in
-:mod:`m2po_lab.loss_registry` (re-exported here). The M2PO family (``m2po``,
-``m2po_released``, ``m2po_areal``) follows the classic losses; each has a batch-state
-function, so its batch statistic can be decided over a whole optimizer mini-batch, on one
-process or across data-parallel ranks (``batch_state(..., group=)``).
+Where they live (all re-exported here, the one import users need): the registry,
+:class:`LossConfig` and the shared pieces in :mod:`m2po_lab.loss_registry`; GRPO, no_tr,
+GSPO, TIS, MIS and CISPO in :mod:`m2po_lab.clipping_losses`; the M2PO family (``m2po``,
+``m2po_released``, ``m2po_areal``) in :mod:`m2po_lab.m2po_losses`. Registration order (and
+so ``LOSSES``) is the import order below.
 """
 
 from __future__ import annotations
 
-import math
-
-import torch
-
+from .clipping_losses import (
+    cispo_loss,
+    grpo_loss,
+    gspo_loss,
+    mis_loss,
+    no_trust_region_loss,
+    tis_loss,
+)
 from .loss_registry import (
     LOSSES,
     REGISTRY,
-    PolicyLoss,
     LossConfig,
-    _dual_clip,
-    _finish,
-    _grad_carrier,
-    _ppo_clip,
-    _prepare,
-    _ratio,
+    PolicyLoss,
     batch_state,
     get_loss,
-    prox_log_ratio,
     register_loss,
     slice_state,
 )
-from .masking import m2po_mask, trust_region_candidates, waterfill_threshold_tensor
-from .metrics import masked_mean
-
-
-# ---------------------------------------------------------------- the losses
-@register_loss("grpo")
-def grpo_loss(log_ratio, adv, mask, cfg):
-    """GRPO / PPO clipped surrogate, optional clip-higher and dual clip.
-
-    ``l = max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high))``; with ``dual_clip_c = c``,
-    ``l = min(l, -A c)`` for A < 0. Sources: PPO (arXiv 1707.06347, Eq. 7), GRPO
-    (arXiv 2402.03300, Eq. 3), clip-higher (DAPO, arXiv 2503.14476), dual clip
-    (arXiv 1912.09729). Shapes as in the module docstring; minimised.
-    """
-    ratio = _ratio(log_ratio, cfg.log_ratio_clamp)
-    per_token, clipped = _ppo_clip(ratio, adv, 1 - cfg.eps_low, 1 + cfg.eps_high)
-    extra = {
-        "clip/frac_high": masked_mean((clipped & (adv > 0)).float(), mask),
-        "clip/frac_low": masked_mean((clipped & (adv < 0)).float(), mask),
-    }
-    if cfg.dual_clip_c is not None:
-        per_token, dual = _dual_clip(per_token, adv, cfg.dual_clip_c)
-        clipped = clipped | dual
-        extra["clip/frac_dual"] = masked_mean(dual.float(), mask)
-    return _finish(per_token, mask, clipped, log_ratio, extra)
-
-
-@register_loss("no_tr")
-def no_trust_region_loss(log_ratio, adv, mask, cfg):
-    """Plain importance-weighted policy gradient, no trust region: ``l = -A r``.
-
-    The paper's "GRPO no TR" (arXiv 2510.01161, Fig. 1): stale data first helps,
-    then training collapses. Shapes as in the module docstring; minimised.
-    """
-    per_token = -adv * _ratio(log_ratio, cfg.log_ratio_clamp)
-    return _finish(per_token, mask, torch.zeros_like(mask), log_ratio)
-
-
-@register_loss("gspo")
-def gspo_loss(log_ratio, adv, mask, cfg):
-    """GSPO, sequence-level ratio (arXiv 2507.18071, in its GSPO-token form).
-
-    ``s_i = exp(mean_t log r_it)`` over the valid tokens of sequence i;
-    ``s_it = sg(s_i) * pi_theta(y_it) / sg(pi_theta(y_it))`` (value s_i, gradient
-    ``s_i grad log pi_it``); ``l_it = max(-A s_it, -A clip(s_it, 1 - eps, 1 + eps))`` with
-    GSPO's small range (3e-4, 4e-4). Pair it with ``seq-mean-token-mean`` aggregation to get
-    GSPO's ``1/|y_i|`` weighting. ``clip/frac`` counts tokens of clipped sequences.
-    """
-    lengths = mask.sum(-1, keepdim=True).clamp(min=1)  # (B, 1)
-    valid_lr = torch.where(mask, log_ratio.detach(), torch.zeros_like(log_ratio))  # (B, T)
-    seq_log_ratio = valid_lr.sum(-1, keepdim=True) / lengths  # (B, 1)
-    token_seq_log_ratio = seq_log_ratio + log_ratio - log_ratio.detach()  # (B, T)
-    seq_ratio = _ratio(token_seq_log_ratio, cfg.log_ratio_clamp)  # (B, T)
-    per_token, clipped = _ppo_clip(seq_ratio, adv, 1 - cfg.gspo_eps_low, 1 + cfg.gspo_eps_high)
-    seq_clipped = masked_mean(clipped.any(-1).float(), mask.any(-1))
-    return _finish(per_token, mask, clipped, log_ratio, {"gspo/seq_clip_frac": seq_clipped})
-
-
-@register_loss("tis")
-def tis_loss(log_ratio, adv, mask, cfg):
-    """Truncated importance sampling: ``l = -sg(min(r, C)) * A``, gradient ``-min(r, C) A grad logp``.
-
-    Source: Yao et al. 2025 ("Your efficient RL framework secretly brings you off-policy
-    RL training"), verl's ``rollout_is`` token truncation; C = ``tis_cap`` (2). No token
-    loses its gradient; ``is/weight_clip_frac`` counts the truncated weights.
-    """
-    ratio = _ratio(log_ratio, cfg.log_ratio_clamp).detach()
-    weight = ratio.clamp(max=cfg.tis_cap)  # (B, T)
-    per_token = -adv * weight * _grad_carrier(log_ratio)
-    extra = {"is/weight_clip_frac": masked_mean((ratio > cfg.tis_cap).float(), mask)}
-    return _finish(per_token, mask, torch.zeros_like(mask), log_ratio, extra)
-
-
-@register_loss("mis")
-def mis_loss(log_ratio, adv, mask, cfg):
-    """Masked importance sampling (IcePop): ``l = -A r`` where ``mis_low <= r <= mis_high``, else 0.
-
-    Tokens whose ratio leaves [0.5, 5] (IcePop's alpha, beta; inclusionAI Ring-1T report,
-    2025; verl's ``rollout_is`` mask mode) get no gradient and count in ``clip/frac``.
-    """
-    ratio = _ratio(log_ratio, cfg.log_ratio_clamp)
-    in_range = (ratio.detach() >= cfg.mis_low) & (ratio.detach() <= cfg.mis_high)  # (B, T)
-    per_token = torch.where(in_range, -adv * ratio, torch.zeros_like(ratio))
-    return _finish(per_token, mask, ~in_range, log_ratio)
-
-
-@register_loss("cispo")
-def cispo_loss(log_ratio, adv, mask, cfg):
-    """CISPO: ``l = -sg(clip(r, 1 - eps_low, 1 + eps_high)) * A``, gradient through log pi only.
-
-    MiniMax-M1 (arXiv 2506.13585, the CISPO objective): the weight is clipped and detached, so every
-    token keeps a gradient ``-clip(r) A grad logp`` (``clip/frac`` is 0);
-    ``is/weight_clip_frac`` counts clipped weights.
-    """
-    ratio = _ratio(log_ratio, cfg.log_ratio_clamp).detach()
-    weight = ratio.clamp(1 - cfg.cispo_eps_low, 1 + cfg.cispo_eps_high)  # (B, T)
-    per_token = -adv * weight * _grad_carrier(log_ratio)
-    clipped_w = (ratio < 1 - cfg.cispo_eps_low) | (ratio > 1 + cfg.cispo_eps_high)
-    extra = {"is/weight_clip_frac": masked_mean(clipped_w.float(), mask)}
-    return _finish(per_token, mask, torch.zeros_like(mask), log_ratio, extra)
-
-
-# ---------------------------------------------------------------- the M2PO family
-def _m2po_metrics(m2, cand, kept, mask, threshold):
-    """M2 over the candidates before and after masking; the counts make them mergeable (metrics.SCHEMA)."""
-    return {
-        "m2po/candidates": cand.sum().float(),
-        "m2po/kept_candidates": (cand & kept).sum().float(),
-        "m2po/m2_before": masked_mean(m2, cand),
-        "m2po/m2_after": masked_mean(m2, cand & kept),
-        "m2po/m2_all": masked_mean(m2, mask),
-        "m2po/mask_frac": masked_mean((mask & ~kept).float(), mask),
-        "m2po/candidate_frac": masked_mean(cand.float(), mask),
-        "m2po/threshold": threshold.float(),
-    }
-
-
-def _smallest_masked(abs_lr, masked):
-    """min |log r| over the masked tokens, inf if none (0-d, no host sync)."""
-    values = torch.where(masked, abs_lr, torch.full_like(abs_lr, math.inf))
-    return values.amin() if values.numel() else abs_lr.new_tensor(math.inf)
-
-
-def _prepare_state(logp, old_logp, adv, mask, cfg, group, prox_logp=None):
-    """``_prepare`` (and the proximal log-ratio) for a batch state, plus the error a rank found.
-
-    On one process an input error raises at once. On a rank of ``group`` it is returned
-    instead (with empty placeholders), so the exchange raises it on every rank and no
-    rank waits for this one.
-    """
-    try:
-        cfg, log_ratio, adv, mask = _prepare(logp.detach(), old_logp, adv, mask, cfg)
-        prox = log_ratio if prox_logp is None else prox_log_ratio("m2po_areal", prox_logp, old_logp, mask)
-        return cfg, log_ratio, adv, mask, prox, None
-    except ValueError as err:
-        if group is None:
-            raise
-        device = logp.device if isinstance(logp, torch.Tensor) else None
-        empty = torch.zeros(0, 0, device=device)
-        cfg = cfg if isinstance(cfg, LossConfig) else LossConfig()
-        return cfg, empty, empty, empty.bool(), empty, err
-
-
-def _decide(log_ratio, adv, mask, tau, region, rule, group, error=None):
-    """(keep, number of candidates, number kept) over this batch, or over ``group``'s ranks."""
-    if group is None:
-        out = m2po_mask(log_ratio, adv, mask, tau, region, rule)
-        return out.keep, out.candidates.sum(), (out.candidates & out.keep).sum()
-    from .distributed import global_m2po_mask
-
-    out = global_m2po_mask(log_ratio, adv, mask, group, tau, region, rule, error=error)
-    return out.keep, out.num_candidates, out.num_kept
-
-
-def _m2po_state(logp, old_logp, adv, mask, cfg=None, group=None):
-    cfg, log_ratio, adv, mask, _, error = _prepare_state(logp, old_logp, adv, mask, cfg, group)
-    return {"keep": _decide(log_ratio, adv, mask, cfg.tau, cfg.region, "algorithm1", group, error)[0]}
-
-
-@register_loss("m2po", batch_state=_m2po_state)
-def m2po_loss(log_ratio, adv, mask, cfg, *, keep=None):
-    """M2PO (arXiv 2510.01161, Algorithm 1 and its objective J): second-moment masking, no clip.
-
-    ``J = 1 / sum_i |o_i| * sum_it M_it r_it A_it`` with ``M`` from Algorithm 1
-    (:func:`m2po_lab.masking.m2po_mask`: mask the largest ``M2 = (log r)^2`` among the
-    candidates until their mean M2 <= tau). Here ``l_it = -M_it r_it A_it``; masked tokens
-    keep their place in the ``token-mean`` denominator. ``keep`` (B, T): a mask decided
-    over a larger mini-batch (see :func:`batch_state`); None decides it over this batch.
-    ``m2po/threshold``: |log r| of the smallest masked candidate here (inf if none).
-    """
-    lr = log_ratio.detach()
-    cand = trust_region_candidates(lr, adv, mask, cfg.region)  # (B, T)
-    if keep is None:
-        keep = m2po_mask(lr, adv, mask, cfg.tau, cfg.region).keep
-    elif keep.shape != mask.shape:
-        raise ValueError(f"keep must have the shape of logp {tuple(mask.shape)}, got {tuple(keep.shape)}")
-    keep = keep.bool() & mask
-    ratio = _ratio(log_ratio, cfg.log_ratio_clamp)
-    per_token = torch.where(keep, -adv * ratio, torch.zeros_like(ratio))
-    threshold = _smallest_masked(lr.abs(), cand & ~keep)
-    extra = _m2po_metrics(lr.square(), cand, keep, mask, threshold)
-    return _finish(per_token, mask, mask & ~keep, log_ratio, extra)
-
-
-def _released_state(logp, old_logp, adv, mask, cfg=None, group=None):
-    cfg, log_ratio, adv, mask, _, error = _prepare_state(logp, old_logp, adv, mask, cfg, group)
-    cand = trust_region_candidates(log_ratio, adv, mask, cfg.region)
-    if group is None:
-        return {"threshold": waterfill_threshold_tensor(log_ratio.square(), cand, cfg.tau)}
-    from .distributed import global_waterfill_threshold
-
-    return {"threshold": global_waterfill_threshold(log_ratio.square(), cand, group, cfg.tau, error=error)}
-
-
-@register_loss("m2po_released", batch_state=_released_state)
-def m2po_released_loss(log_ratio, adv, mask, cfg, *, threshold=None):
-    """M2PO as the authors' released verl fork computes it (arXiv 2510.01161): water-filling, then a PPO clip.
-
-    t solves ``mean_{i in C} min(M2_i, t^2) = tau`` over the harmful candidates C
-    (:func:`m2po_lab.masking.waterfill_threshold_tensor`, exact), then
-    ``l = max(-A r, -A clip(r, e^-t, e^t))``: the gradient is that of masking the harmful
-    tokens with ``|log r| > t``. Optional floors widen the clip to at least
-    ``[1 - released_floor_low, 1 + released_floor_high]``. No candidates or
-    ``mean M2 <= tau``: t = inf, no clipping. The released code decides t per micro-batch;
-    ``threshold`` passes one decided over a mini-batch (see :func:`batch_state`).
-    """
-    lr = log_ratio.detach()
-    cand = trust_region_candidates(lr, adv, mask, cfg.region)
-    m2 = lr.square()
-    t = waterfill_threshold_tensor(m2, cand, cfg.tau) if threshold is None else torch.as_tensor(threshold)
-    t = t.to(device=lr.device, dtype=lr.dtype)
-    low, high = torch.exp(-t), torch.exp(t)
-    if cfg.released_floor_low is not None:
-        low = torch.clamp(low, max=1 - cfg.released_floor_low)
-    if cfg.released_floor_high is not None:
-        high = torch.clamp(high, min=1 + cfg.released_floor_high)
-    ratio = _ratio(log_ratio, cfg.log_ratio_clamp)
-    per_token, clipped = _ppo_clip(ratio, adv, low, high)
-    extra = _m2po_metrics(m2, cand, ~clipped, mask, t)
-    return _finish(per_token, mask, clipped, log_ratio, extra)
-
-
-def _kept_scale(n_valid, n_kept):
-    """``n_valid / n_kept`` (0-d float64): moves the masked tokens out of the token-mean denominator."""
-    n_valid = torch.as_tensor(n_valid).double()
-    n_kept = torch.as_tensor(n_kept).double().to(n_valid.device)
-    return torch.where(n_kept > 0, n_valid / n_kept.clamp(min=1), torch.ones_like(n_valid))
-
-
-def _areal_state(logp, old_logp, adv, mask, cfg=None, group=None, prox_logp=None):
-    cfg, _, adv, mask, prox, error = _prepare_state(logp, old_logp, adv, mask, cfg, group, prox_logp)
-    keep, n_valid, n_kept = _decide(prox, adv, mask, cfg.tau, "all", "areal", group, error)
-    return {"keep": keep, "kept_scale": _kept_scale(n_valid, n_kept)}
-
-
-@register_loss("m2po_areal", batch_state=_areal_state, proximal=True)
-def m2po_areal_loss(log_ratio, adv, mask, cfg, *, prox_log_ratio=None, keep=None, kept_scale=None):
-    """M2PO (arXiv 2510.01161) as AReaL ships it (inclusionAI/AReaL PR #480, ``actor.m2_threshold``).
-
-    A second-moment mask, then AReaL's decoupled PPO objective (AReaL, arXiv 2505.24298).
-
-    From ``areal/engine/ppo/actor.py`` (``grpo_loss_fn``, ``get_m2po_loss_mask``) and
-    ``areal/utils/functional.py`` (``ppo_actor_loss_fn``) as merged in PR #480:
-
-    - ``M2_i = (log pi_prox - log pi_behav)^2`` over *every* valid token, where pi_prox is
-      the proximal policy (AReaL recomputes it with the parameters at the start of the
-      step). Pass it as the keyword ``prox_logp`` (B, T); without it the proximal policy is
-      the current one, detached (AReaL's recomputed value on the first update of a step),
-      so M2 is the paper's ``(log r)^2``.
-    - Mask the largest M2 while the mean of the rest is >= tau (stop at mean < tau,
-      strict), always keeping at least one token (:func:`m2po_lab.masking.m2po_mask`,
-      ``rule="areal"``; ``tau`` is AReaL's ``m2_threshold``). Decided per loss call (AReaL:
-      per micro-batch), or over a mini-batch / across ranks through :func:`batch_state`.
-    - ``l_it = w_it * max(-A r_it, -A clip(r_it, 1 - eps_low, 1 + eps_high))`` with
-      ``r = pi_theta / pi_prox`` and the detached behaviour weight ``w = pi_prox / pi_behav``;
-      ``dual_clip_c`` is AReaL's ``c_clip``. Without ``prox_logp``: ``r = 1`` (with the
-      gradient of logp) and ``w = pi_theta / pi_behav``, the clip never acts.
-    - Masked tokens leave the denominator: AReaL divides by the kept count. The loss tells
-      the aggregation through its values: each kept token's loss is multiplied by
-      ``kept_scale = n_valid / n_kept`` (this batch's counts, or the mini-batch's from
-      ``batch_state``), so ``aggregate(..., "token-mean")`` over the valid tokens gives
-      ``sum_kept l / n_kept`` -- and per micro-batch with the mini-batch's ``num_tokens``,
-      AReaL's own micro-batch weighting ``(n_valid_mb / n_valid) sum_kept_mb l / n_kept_mb``.
-
-    Not reproduced: AReaL's optional ``behav_imp_weight_cap``. ``cfg.region`` is not read
-    (every valid token is a candidate). Shapes as in :mod:`m2po_lab.losses`; minimised.
-    """
-    lr = log_ratio.detach()
-    prox = lr if prox_log_ratio is None else prox_log_ratio  # (B, T) log pi_prox - log pi_behav
-    if keep is None:
-        decided = m2po_mask(prox, adv, mask, cfg.tau, "all", "areal").keep
-        keep, kept_scale = decided, _kept_scale(mask.sum(), decided.sum())
-    elif keep.shape != mask.shape:
-        raise ValueError(f"keep must have the shape of logp {tuple(mask.shape)}, got {tuple(keep.shape)}")
-    keep = keep.bool() & mask
-    if kept_scale is None:
-        kept_scale = _kept_scale(mask.sum(), keep.sum())
-    ratio = _ratio(log_ratio - prox, cfg.log_ratio_clamp)  # (B, T) pi_theta / pi_prox
-    per_token, clipped = _ppo_clip(ratio, adv, 1 - cfg.eps_low, 1 + cfg.eps_high)
-    if cfg.dual_clip_c is not None:
-        per_token, dual = _dual_clip(per_token, adv, cfg.dual_clip_c)
-        clipped = clipped | dual
-    weight = _ratio(prox, cfg.log_ratio_clamp).detach() * kept_scale.to(lr)  # (B, T)
-    per_token = torch.where(keep, per_token * weight, torch.zeros_like(per_token))
-    extra = _m2po_metrics(prox.square(), mask, keep, mask, _smallest_masked(prox.abs(), mask & ~keep))
-    return _finish(per_token, mask, mask & ~(keep & ~clipped), log_ratio, extra)
+from .m2po_losses import m2po_areal_loss, m2po_loss, m2po_released_loss
 
 __all__ = [
     "LOSSES",

@@ -141,9 +141,9 @@ def test_k1_cancels_where_m2_does_not():
 
 def test_loss_sources_are_the_registered_functions():
     src = loss_sources("m2po")
-    assert "def m2po_loss" in src["m2po_lab.losses.m2po_loss"]
+    assert "def m2po_loss" in src["m2po_lab.m2po_losses.m2po_loss"]
     assert "def m2po_mask" in src["m2po_lab.masking.m2po_mask"]
-    assert list(loss_sources("grpo")) == ["m2po_lab.losses.grpo_loss"]
+    assert list(loss_sources("grpo")) == ["m2po_lab.clipping_losses.grpo_loss"]
     with pytest.raises(ValueError, match="accepted values"):
         loss_sources("nope")
 

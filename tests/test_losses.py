@@ -169,6 +169,37 @@ def test_padding_and_metrics_are_clean(name):
         assert isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad, key
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_with_zeroed_names_exactly_the_tokens_with_no_gradient(name):
+    """``with_zeroed=True``: the loss's own zeroed mask equals the autograd gradient's zeros.
+
+    Stale ratios (|log r| up to ~1.5, so every clip, mask and drop acts), A != 0 everywhere,
+    padding; for m2po_areal also with a proximal policy (its PPO clip then acts too).
+    """
+    g = torch.Generator().manual_seed(5)
+    B, T = 8, 12
+    old = -torch.rand(B, T, generator=g, dtype=torch.float64) * 3
+    logp = (old + 0.6 * torch.randn(B, T, generator=g, dtype=torch.float64)).requires_grad_(True)
+    adv = torch.randn(B, generator=g, dtype=torch.float64)
+    adv = torch.where(adv.abs() < 0.05, torch.full_like(adv, 0.5), adv)  # A != 0: zero gradient means zeroed
+    mask = torch.rand(B, T, generator=g) > 0.2
+    extras = [{}]
+    if name == "m2po_areal":
+        extras.append({"prox_logp": old + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)})
+    for extra in extras:
+        logp.grad = None
+        per_token, metrics, zeroed = get_loss(name)(logp, old, adv, mask, with_zeroed=True, **extra)
+        per_token.sum().backward()
+        no_grad = mask & (logp.grad == 0)
+        assert zeroed.dtype == torch.bool and zeroed.shape == mask.shape and not (zeroed & ~mask).any()
+        assert torch.equal(zeroed, no_grad), name
+        assert metrics["clip/frac"].item() == approx_metric(zeroed.sum().item() / mask.sum().item())
+        two = get_loss(name)(logp.detach(), old, adv, mask, **extra)
+        assert len(two) == 2  # the default return stays (per_token_loss, metrics)
+    if name in ("grpo", "gspo", "mis", "m2po", "m2po_released", "m2po_areal"):
+        assert zeroed.any(), f"{name}: the inputs were meant to make it zero some tokens"
+
+
 def test_released_gradient_equals_masking_above_threshold():
     g = torch.Generator().manual_seed(3)
     for _ in range(20):
@@ -437,7 +468,7 @@ def test_the_registry_records_what_each_loss_is():
     for name, entry in REGISTRY.items():
         assert isinstance(entry, PolicyLoss) and entry.name == name and entry.loss is LOSSES[name]
         assert entry.compute is LOSSES[name].compute and entry.doc and "\n" not in entry.doc
-        assert list(inspect.signature(entry.loss).parameters) == ["logp", "old_logp", "adv", "mask", "cfg", "state"]
+        assert list(inspect.signature(entry.loss).parameters) == ["logp", "old_logp", "adv", "mask", "cfg", "with_zeroed", "state"]
         zero = torch.zeros(1, 2)
         has_state = bool(batch_state(name, zero, zero, torch.ones(1), zero.bool() | True))
         assert (entry.batch_state is not None) == has_state == name.startswith("m2po"), name
