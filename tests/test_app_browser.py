@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -36,6 +37,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 MASK_METRIC = '[data-testid="stMetric"]:has-text("M2PO mask fraction") [data-testid="stMetricValue"]'
+CHARTS = "n => document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]').length >= n"  # interactive charts
 
 
 def _free_port() -> int:
@@ -123,7 +125,7 @@ def test_home_page(server, page, tmp_path):
 
 def test_page1_slider_changes_mask_fraction(server, page, tmp_path):
     page.goto(f"{server}/Importance_weights")
-    page.wait_for_function("document.querySelectorAll('[data-testid=\"stImage\"]').length >= 3")
+    page.wait_for_function(CHARTS, arg=3)  # histogram, scatter, weights: interactive (Vega-Lite)
     _wait_idle(page)
     _assert_no_error(page)
     before = page.locator(MASK_METRIC).inner_text()
@@ -142,8 +144,14 @@ def test_page1_slider_changes_mask_fraction(server, page, tmp_path):
     _assert_no_error(page)
 
     page.set_viewport_size({"width": 1400, "height": 2450})  # the page scrolls inside its own container
-    page.wait_for_function("document.querySelectorAll('[data-testid=\"stImage\"]').length >= 3")
+    page.wait_for_function(CHARTS, arg=3)  # histogram, scatter, weights: interactive (Vega-Lite)
     _wait_idle(page)
+    # the charts answer the cursor: hovering the histogram shows a bar's quadrant, count and log r range
+    sys.path.insert(0, str(REPO / "experiments"))
+    from explorer_screenshots import hover_tooltip
+
+    tip = hover_tooltip(page)
+    assert "quadrant" in tip and "tokens" in tip and "log r from" in tip, tip
     page.screenshot(path=str(tmp_path / "page1.png"), full_page=True)
     if os.environ.get("M2PO_SAVE_SCREENSHOTS") == "1":
         out = REPO / "docs" / "img" / "explorer_page1.png"
@@ -155,7 +163,6 @@ def test_m2po_lab_app_comes_up_with_no_terminal_and_no_prompt(browser, tmp_path)
     """The user's command, as a newcomer runs it: `m2po-lab app` with stdin closed, no terminal, a fresh
     HOME (no ~/.streamlit: Streamlit would ask for an e-mail address if it were not headless); it prints
     the URL, says nothing about usage statistics, and a real browser gets the Home page."""
-    import sys
 
     home = tmp_path / "home"
     home.mkdir()

@@ -71,7 +71,7 @@ def _move(page, slider_name: str, key: str, watched: str) -> tuple[str, str]:
 
 def test_page2_staleness_slider(server, page, study_dir, tmp_path):
     page.goto(_url(server, "Staleness_study", study_dir))
-    page.wait_for_function(IMAGES, arg=4)
+    page.wait_for_function(CHARTS, arg=4)
     _wait_idle(page)
     _assert_no_error(page)
     thumb = page.get_by_role("slider", name="staleness shown")
@@ -81,7 +81,7 @@ def test_page2_staleness_slider(server, page, study_dir, tmp_path):
     assert float(after.rstrip("%")) < float(before.rstrip("%")), (before, after)
     _assert_no_error(page)
     page.set_viewport_size({"width": 1400, "height": 2600})
-    page.wait_for_function(IMAGES, arg=4)
+    page.wait_for_function(CHARTS, arg=4)
     _wait_idle(page)
     page.screenshot(path=str(tmp_path / "page2.png"), full_page=True)
 

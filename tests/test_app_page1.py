@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-
+import json
 
 from app_helpers import HOME, metric, open_page
 
@@ -11,8 +11,6 @@ from m2po_lab.explorer.weights import explain_batch
 from m2po_lab.losses import LossConfig
 
 PAGE1 = "pages/1_Importance_weights.py"
-
-
 
 
 def _page1(apptest):
@@ -27,7 +25,11 @@ def test_home_renders(apptest):
 
 def test_page1_renders_defaults_and_matches_explain(apptest):
     at = _page1(apptest)
-    assert len(at.get("image")) == 3  # histogram, scatter, weights
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 3 and not at.get("image")  # histogram, scatter, weights: all interactive
+    specs = [json.loads(c.proto.spec) for c in charts]
+    assert all('"tooltip"' in json.dumps(s) for s in specs)
+    assert "under m2po" in json.dumps(specs[1])  # the scatter names each token's fate under the chosen method
     assert len(at.dataframe) == 3  # methods table, the three M2PO rules, KL two-token table
     log_ratio, adv, mask = synthetic_log_ratios(4000, "student_t", 0.1, 2, 0.5, 0)
     ex = explain_batch(log_ratio, adv, mask, LossConfig(tau=0.04, eps_low=0.2, eps_high=0.2))

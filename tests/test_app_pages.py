@@ -73,7 +73,7 @@ def test_pages_render_defaults(apptest, page, hint, tmp_path, monkeypatch):
 # ---------------------------------------------------------------- page 2
 def test_page2_opens_a_study(apptest, study_dir):
     at = _open_study(apptest, study_dir)
-    assert len(at.get("image")) == 4  # rewards, clip/frac, entropy bins, log r histogram
+    assert len(at.get("vega_lite_chart")) == 4 and not at.get("image")  # rewards, clip/frac, entropy, log r hist
     summary = json.loads((study_dir / "summary.json").read_text())
     steady = {(r["method"], r["staleness"]): r["clip_frac_steady"] for r in summary["runs"]}
     assert metric(at, "grpo clip/frac") == f"{100 * steady['grpo', 8]:.3f}%"  # the largest staleness first
@@ -89,7 +89,7 @@ def test_page2_staleness_changes_mask_fraction(apptest, study_dir):
     assert not at.exception
     fresh = metric(at, "grpo clip/frac")
     assert float(fresh.rstrip("%")) < float(stale.rstrip("%")), (fresh, stale)
-    assert len(at.get("image")) == 4
+    assert len(at.get("vega_lite_chart")) == 4
 
 
 def test_page2_histogram_slider_moves_through_updates(apptest, study_dir):
@@ -123,7 +123,7 @@ def test_page2_runs_a_live_study_then_reuses_it(apptest, tmp_path, monkeypatch):
     assert at.button(key="run_study").label == "Run the study"
     at.button(key="run_study").click().run()  # trains in a thread while the page polls (~10 s)
     assert not at.exception and not at.error, at.error
-    assert len(at.get("image")) == 4 and metric(at, "m2po clip/frac").endswith("%")
+    assert len(at.get("vega_lite_chart")) == 4 and metric(at, "m2po clip/frac").endswith("%")
     at.run()
     assert at.button(key="run_study").label == "Cached: already trained" and at.button(key="run_study").disabled
     at.multiselect(key="staleness").set_value([]).run()  # an invalid config: StudyConfig's message
@@ -252,3 +252,27 @@ def test_a_path_outside_the_runs_root_is_refused(apptest, tmp_path, monkeypatch,
         assert not at.exception and any("outside the runs root" in e.value for e in at.error)
         at.text_input(key=key).input(str(study_dir)).run()
         assert not at.exception and any("outside the runs root" in e.value for e in at.error)
+
+
+def test_page3_prefers_runs_study_and_waits_for_a_run_still_in_its_warm_start(apptest, study_dir, tmp_path,
+                                                                               monkeypatch):
+    """Runs root = runs/ itself (``m2po-lab app --runs-root runs``): runs/study opens by default though a newer
+    LLM run exists; that run, locked and without metrics.jsonl (its SFT phase), gets a note, not an error."""
+    import shutil
+
+    root = tmp_path / "runs"
+    shutil.copytree(study_dir, root / "study")
+    sft = root / "tiny"
+    sft.mkdir()
+    (sft / "config.json").write_text(json.dumps({"format": rd.FORMAT, "kind": "llm",
+                                                 "config": {"method": "m2po", "staleness": 16}}))
+    monkeypatch.setenv("M2PO_LAB_RUNS_ROOT", str(root))
+    monkeypatch.chdir(tmp_path)
+    with rd.DirLock(sft):
+        at = open_page(apptest, PAGE3)
+        found = _key(at, "selectbox", "run_found")
+        assert at.selectbox(key=found).value.startswith("study (study")  # not the newest entry, tiny
+        assert at.selectbox(key=found).options[0].startswith("tiny (LLM run")  # newest first
+        at.selectbox(key=found).set_value(at.selectbox(key=found).options[0]).run()
+        assert not at.exception and not at.error, at.error
+        assert any("has not logged an update yet" in i.value for i in at.info)

@@ -12,7 +12,8 @@ from m2po_lab import rundir as rd  # noqa: E402
 from m2po_lab.cli import main  # noqa: E402
 from m2po_lab.systems import get_preset, simulate  # noqa: E402
 from m2po_lab.systems.coupling import WallclockConfig, study_ages, study_config  # noqa: E402
-from m2po_lab.systems.wallclock import eval_points, updates_to_target  # noqa: E402
+from m2po_lab.rundir import eval_curve  # noqa: E402
+from m2po_lab.systems.wallclock import updates_to_target  # noqa: E402
 
 TINY = ["wallclock", "--system", "teaching", "--study", "quick", "--seeds", "0", "--updates", "12",
         "--eval-every", "4", "--no-progress"]
@@ -69,7 +70,7 @@ def test_cli_writes_the_table_the_figure_and_a_resumable_study(tmp_path, capsys,
     ttt = result["time_to_target"]
     for row in ttt["rows"]:
         run = next(r for r in study.runs if r.method == row["method"] and r.staleness == row["staleness"])
-        u = updates_to_target(*eval_points(run), ttt["target"], 3)
+        u = updates_to_target(*eval_curve(run), ttt["target"], 3)
         assert row["updates"]["0"] == u
         if u is not None:
             assert row["hours"]["0"] == pytest.approx(u * result["hours_per_update"][row["mode"]])

@@ -2,33 +2,19 @@
 
 Widgets are drawn by ``*_ui()`` functions that return values; the numbers come from
 ``m2po_lab.explorer.weights.explain_batch`` (the registered losses, differentiated by autograd),
-cached with ``st.cache_data``; the ``*_chart`` / ``*_section`` functions only draw.
+cached with ``st.cache_data``; the ``*_section`` functions only draw, with the interactive charts of
+``m2po_lab.explorer.token_charts``.
 """
 
 from __future__ import annotations
 
-import math
 
-import numpy as np
 import pandas as pd
 import streamlit as st
-from _common import (
-    FATE_COLORS,
-    NEG_COLOR,
-    PAPER,
-    POS_COLOR,
-    QUADRANT_COLORS,
-    count_axis,
-    log_r_axis,
-    new_figure,
-    number,
-    page_setup,
-    percent,
-    show,
-    threshold_text,
-)
+from _common import PAPER, number, page_setup, percent, threshold_text
 
-from m2po_lab.explorer.weights import (FATES, METHOD_LABELS, METHODS, explain_batch, loss_sources, shift_comparison,
+from m2po_lab.explorer import token_charts as tc
+from m2po_lab.explorer.weights import (METHOD_LABELS, METHODS, explain_batch, loss_sources, shift_comparison,
                                        three_rules)
 from m2po_lab.losses import LossConfig
 from m2po_lab.explorer.probe import toy_policy_log_ratios
@@ -103,6 +89,11 @@ def explained(generator: str, kwargs: tuple, tau: float, eps: float, symlog_x: b
     return {**ex, "rules": three_rules(log_ratio, adv, mask, tau=tau)}  # the batch is drawn once
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def tokens_shown(generator: str, kwargs: tuple, tau: float, eps: float, symlog_x: bool) -> pd.DataFrame:
+    return tc.token_frame(explained(generator, kwargs, tau, eps, symlog_x), max_kept=1500)
+
+
 # ---------------------------------------------------------------- drawing
 def headline(ex: dict) -> None:
     m2po, grpo = ex["metrics"]["m2po"], ex["metrics"]["grpo"]
@@ -114,51 +105,19 @@ def headline(ex: dict) -> None:
     cols[4].metric("M2PO threshold |log r|", threshold_text(m2po["m2po/threshold"]), help="smallest masked |log r|")
 
 
-def _clip_lines(ax, eps: float, threshold: float) -> None:
-    for x in (math.log1p(eps), math.log1p(-eps)):
-        ax.axvline(x, color=FATE_COLORS["clipped (GRPO)"], ls="--", lw=1)
-    if math.isfinite(threshold):
-        for x in (threshold, -threshold):
-            ax.axvline(x, color=FATE_COLORS["masked (M2PO)"], ls=":", lw=1.5)
+def histogram_section(ex: dict, eps: float, symlog_x: bool) -> None:
+    st.altair_chart(tc.histogram_chart(ex, eps, symlog_x), width="stretch")
+    st.caption("Mirrored histogram of log r: A > 0 upwards, A < 0 downwards, harmful quadrants in red and orange; "
+               "symmetric-log count axis, empty bins not drawn. Dashed red: GRPO's clip at log(1 ± eps). Dotted "
+               "blue: ± M2PO's threshold (if it masks any token). Hover a bar for its counts; scroll to zoom.")
 
 
-def histogram_chart(ex: dict, eps: float, symlog_x: bool) -> None:
-    """Mirrored histogram: tokens with A > 0 upwards, A < 0 downwards; harmful quadrants in colour."""
-    hist = ex["hist"]
-    edges = hist["edges"]
-    centers, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    fig, ax = new_figure(7, 3.6)
-    for (label, counts), color in zip(hist["counts"].items(), QUADRANT_COLORS):
-        sign = 1 if label.startswith("A>0") else -1
-        ax.bar(centers, sign * counts, widths, color=color, label=label, linewidth=0)
-    ax.axhline(0, color="k", lw=0.5)
-    _clip_lines(ax, eps, ex["metrics"]["m2po"]["m2po/threshold"])
-    count_axis(ax)
-    log_r_axis(ax, symlog_x, edges[-1], "log r = logp - old_logp")
-    ax.set_ylabel("tokens (A>0 up, A<0 down)")
-    ax.legend(fontsize=7, loc="upper left")
-    show(fig, "Histogram of log r, A > 0 upwards and A < 0 downwards, harmful quadrants coloured")
-
-
-def scatter_chart(ex: dict, method: str, symlog_x: bool) -> None:
-    lr, adv, fate = ex["log_ratio"], ex["adv"], ex["fate"][method]
-    fig, ax = new_figure(7, 3.6)
-    xmax, ymax = 1.05 * np.abs(lr).max(), 1.05 * np.abs(adv).max()
-    ax.fill_between([0, xmax], 0, ymax, color="#d62728", alpha=0.07, lw=0)
-    ax.fill_between([-xmax, 0], -ymax, 0, color="#d62728", alpha=0.07, lw=0)
-    for name in FATES:
-        sel = fate == name
-        if sel.any():
-            size, z = (3, 1) if name == "kept" else (14, 2)
-            ax.scatter(lr[sel], adv[sel], s=size, c=FATE_COLORS[name], label=f"{name}: {sel.sum()}", zorder=z, lw=0)
-    ax.axhline(0, color="k", lw=0.5)
-    ax.axvline(0, color="k", lw=0.5)
-    ax.set_ylim(-ymax, ymax)
-    log_r_axis(ax, symlog_x, xmax)
-    ax.set_ylabel("advantage A")
-    ax.set_title(f"token fates under {METHOD_LABELS[method]} (shaded: harmful quadrants)", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", markerscale=1.5)
-    show(fig, f"Scatter of log r against advantage, coloured by token fate under {method}")
+def scatter_section(ex: dict, frame: pd.DataFrame, method: str, symlog_x: bool) -> None:
+    st.altair_chart(tc.scatter_chart(frame, method, symlog_x), width="stretch")
+    shown = len(frame)
+    st.caption(f"log r against A, coloured by what {METHOD_LABELS[method]} does to each token; shaded: the harmful "
+               f"quadrants. {shown:,} of {len(ex['log_ratio']):,} tokens shown: every token some method zeroes or "
+               "reweights, and a random sample of the rest. Hover a token for its numbers.")
 
 
 def methods_table(ex: dict) -> None:
@@ -187,36 +146,11 @@ def methods_table(ex: dict) -> None:
     )
 
 
-def weights_chart(ex: dict, symlog_x: bool) -> None:
-    lr, pos = ex["log_ratio"], ex["adv"] > 0
-    fig, axes = new_figure(11, 4.6, nrows=2, ncols=4, sharex=True, sharey=True)
-    w_max = max(np.nanmax(w, initial=0.0) for w in ex["weight"].values())
-    big_weights = w_max > 10  # then a symmetric-log y axis
-    for i, (ax, name) in enumerate(zip(axes.flat, METHODS)):
-        w = ex["weight"][name]
-        ax.scatter(lr[pos], w[pos], s=3, c=POS_COLOR, lw=0, label="A > 0")
-        ax.scatter(lr[~pos], w[~pos], s=3, c=NEG_COLOR, lw=0, label="A < 0")
-        ax.set_title(f"{name}: {percent(ex['zeroed'][name].mean())} zeroed", fontsize=9)
-        if big_weights:
-            ax.set_yscale("symlog", linthresh=1)
-        else:
-            ax.set_ylim(-0.05 * w_max, 1.1 * w_max)  # keep 0 (a zeroed gradient) in view
-        log_r_axis(ax, symlog_x, 1.05 * np.abs(lr).max(), "log r" if i >= 4 else "", ticks=(0.5, 2, 10, 50))
-    for ax in axes[:, 0]:
-        ax.set_ylabel("effective weight")
-    note = axes.flat[-1]
-    note.axis("off")
-    note.text(
-        0.0,
-        0.5,
-        "weight = (d loss / d logp) / (-A)\n"
-        "no_tr: w = r for every token\n"
-        "0 = gradient zeroed\n(clipped, masked or dropped)\n\n"
-        "green: A > 0, red: A < 0\n(red drawn on top where\nboth get the same weight)",
-        fontsize=8,
-        va="center",
-    )
-    show(fig, "Effective importance weight of each token against log r, one panel per method")
+def weights_section(frame: pd.DataFrame, symlog_x: bool) -> None:
+    st.altair_chart(tc.weights_chart(frame, symlog_x), width="content")
+    st.caption("weight = (d loss / d logp) / (-A), the factor each token's gradient gets; no_tr: w = r for every "
+               "token; 0 = gradient zeroed (clipped, masked or dropped). Click a token to find it in every panel "
+               "(double-click clears); hover for its numbers.")
 
 
 def kl_section(ex: dict) -> None:
@@ -263,32 +197,32 @@ M2PO ({PAPER}, Algorithm 1) masks only the largest `(log r)²` until the candida
 )
 generator, kwargs = source_ui()
 tau, eps = method_ui()
-symlog_x = st.sidebar.checkbox("symmetric-log axis of log r (linear within |log r| < 0.5)", value=True, key="symlog_x")
+symlog_x = st.sidebar.checkbox("symmetric-log axis of log r (about linear within |log r| < 0.1)", value=True, key="symlog_x")
 ex = explained(generator, kwargs, tau, eps, symlog_x)
+frame = tokens_shown(generator, kwargs, tau, eps, symlog_x)
 
 headline(ex)
 
 left, right = st.columns(2)
 with left:
     st.subheader("log r, by quadrant")
-    histogram_chart(ex, eps, symlog_x)
-    st.caption("Dashed red: GRPO's clip at log(1 ± eps). Dotted blue: ± M2PO's threshold (if it masks any token).")
+    histogram_section(ex, eps, symlog_x)
 with right:
     st.subheader("What one method does to each token")
     method = st.selectbox(
         "method", METHODS, index=METHODS.index("m2po"), format_func=lambda k: METHOD_LABELS[k], key="method"
     )
-    scatter_chart(ex, method, symlog_x)
+    scatter_section(ex, frame, method, symlog_x)
 
 st.subheader("Every method on this batch")
 methods_table(ex)
 st.subheader("The three published M2PO rules on this batch")
-st.dataframe(pd.DataFrame(ex["rules"]), hide_index=True, use_container_width=True)
+st.dataframe(pd.DataFrame(ex["rules"]), hide_index=True, width="stretch")
 st.caption("tokens zeroed: valid tokens (A != 0) whose gradient the rule zeroes; M2 after: mean (log r)^2 of the "
            "candidates that keep a gradient (AReaL: every token is a candidate); grad norm: of the token-mean loss "
            "with respect to logp. No proximal policy here, so AReaL's rule is its mask plus a PPO clip at 0.2.")
 st.subheader("The gradient weight each token gets")
-weights_chart(ex, symlog_x)
+weights_section(frame, symlog_x)
 
 st.subheader("KL estimators beside M2")
 kl_section(ex)

@@ -3,7 +3,8 @@
 Run a small study live (``m2po_lab.study.run_study`` into a cache folder named by the hash of
 the config, so the same settings are trained once), or open a study directory
 (docs/run_format.md). Everything shown is read back from the directory by ``m2po_lab.rundir`` and ``m2po_lab.explorer.analysis``,
-cached on (path, file mtimes); the ``*_chart`` / ``*_section`` functions only draw.
+cached on (path, file mtimes); the ``*_section`` functions only draw, with the interactive charts of
+``m2po_lab.explorer.charts``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import streamlit as st
-from _common import PAPER, directory_ui, new_figure, number, page_setup, percent, runs_root, show, status_note
-from matplotlib.ticker import FuncFormatter
+from _common import PAPER, directory_ui, number, page_setup, percent, runs_root, status_note
 
 from m2po_lab import rundir as rd
 from m2po_lab.explorer import analysis as an
+from m2po_lab.explorer import charts
 from m2po_lab.losses import LOSSES
 from m2po_lab.study import get_preset, run_study
 
@@ -138,66 +139,12 @@ def headline(study: rd.Study, k: int) -> None:
         col.metric(f"{m} final eval/reward", number(an.final_value(sel), 3), help="last eval/reward, mean over seeds")
 
 
-def _method_colors(study: rd.Study) -> dict[str, str]:
-    return {m: f"C{i}" for i, m in enumerate(study.methods)}
-
-
-def reward_chart(study: rd.Study, k_shown: int) -> None:
-    stal = study.staleness
-    fig, axes = new_figure(11, 3.0, ncols=len(stal), sharey=True, squeeze=False)
-    colors = _method_colors(study)
-    for ax, k in zip(axes[0], stal):
-        for m in study.methods:
-            band = an.seed_band(an.select(study.runs, m, k), "eval/reward")
-            if band is None:
-                continue
-            ax.plot(band["update"], band["mean"], color=colors[m], label=m)
-            if band["n"] > 1:
-                ax.fill_between(band["update"], band["min"], band["max"], color=colors[m], alpha=0.15, lw=0)
-        ax.set_title(f"staleness {k}", fontsize=9, fontweight="bold" if k == k_shown else "normal")
-        ax.set_xlabel("update")
-    axes[0][0].set_ylabel("eval/reward")
-    axes[0][-1].legend(fontsize=7)
-    show(fig, "Evaluation reward over updates, one panel per staleness, one line per method")
-
-
-def clip_chart(study: rd.Study, k: int, window: int) -> None:
-    fig, ax = new_figure(5, 3.2)
-    colors = _method_colors(study)
-    for m in study.methods:
-        band = an.seed_band(an.select(study.runs, m, k), "clip/frac", window)
-        if band is not None:
-            ax.plot(band["update"], band["mean"], color=colors[m], label=m)
-    ax.axvline(k, color="k", ls=":", lw=1)
-    ax.set_yscale("symlog", linthresh=1e-4, linscale=0.5)
-    ax.set_ylim(bottom=0)
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{100 * y:g}%"))
-    ax.set(xlabel="update", ylabel="clip/frac (gradient zeroed)")
-    ax.set_title(f"staleness {k}, mean of {window} updates", fontsize=9)
-    ax.legend(fontsize=7)
-    show(fig, f"Fraction of tokens clipped or masked over updates at staleness {k}, log scale")
-
-
-def entropy_chart(study: rd.Study, k: int) -> None:
-    fig, ax = new_figure(5, 3.2)
-    colors = _method_colors(study)
-    labels = None
-    for m in study.methods:
-        bins = an.pooled_entropy_by_ratio(an.select(study.runs, m, k))
-        if bins is None:
-            continue
-        labels = an.bin_labels(bins["edges"])
-        ok = bins["counts"] >= MIN_BIN_TOKENS
-        x = np.arange(len(labels))
-        ax.plot(x[ok], bins["entropy"][ok], "o-", color=colors[m], label=m, ms=4)
-    if labels is None:
-        ax.text(0.5, 0.5, "no entropy_by_ratio records", ha="center", transform=ax.transAxes)
-    else:
-        ax.set_xticks(range(len(labels)), labels, rotation=35, fontsize=7)
-    ax.set(xlabel="|r - 1|", ylabel="mean token entropy")
-    ax.set_title(f"staleness {k}, every recorded update pooled", fontsize=9)
-    ax.legend(fontsize=7)
-    show(fig, f"Mean token entropy in bins of |r - 1| at staleness {k}")
+def reward_section(study: rd.Study) -> None:
+    st.altair_chart(charts.reward_chart(study), width="content")
+    n = len(study.config.get("seeds") or [])
+    st.caption(f"Evaluation reward from update 0 (before RL) on, one panel per staleness: line, mean over "
+               f"{n} seed(s); band, ± 1 std over seeds. Dotted: the update from which every batch is exactly "
+               "that stale. Hover for the numbers, click a method in the legend to show one.")
 
 
 def hist_section(study: rd.Study, k: int) -> None:
@@ -207,17 +154,9 @@ def hist_section(study: rd.Study, k: int) -> None:
         st.info("No is/log_ratio_hist records at this staleness.")
         return
     u = choose("update of the recorded histogram", updates, key=study_key(study, "hist_update"))
-    fig, ax = new_figure(11, 3.0)
-    colors = _method_colors(study)
-    for m in study.methods:
-        hists = [an.hist_at(r, u) for r in an.select(sel, m)]
-        edges, counts = hists[0][0], sum(c for _, c in hists)
-        ax.stairs(counts / max(counts.sum(), 1), edges, color=colors[m], label=m, lw=1.5)
-    ax.set_yscale("log")
-    ax.set(xlabel="log r = logp - old_logp (clamped to the edges)", ylabel="share of tokens")
-    ax.set_title(f"staleness {k}, update {u}", fontsize=9)
-    ax.legend(fontsize=7)
-    show(fig, f"Histogram of log r at update {u}, staleness {k}, one line per method")
+    st.altair_chart(charts.histogram_chart(study, k, u), width="stretch")
+    st.caption(f"Share of tokens per bin of log r at update {u}, staleness {k}, seeds summed; log axis, so empty "
+               "bins are not drawn; the outermost bins also count the tokens beyond them (the record clamps).")
     cols = st.columns(len(study.methods))
     for col, m in zip(cols, study.methods):
         m2 = [an.values_at(r, ["m2"], u)["m2"] for r in an.select(sel, m)]
@@ -272,17 +211,19 @@ window = st.sidebar.slider("smoothing of clip/frac (updates)", 1, 50, 10, key="c
 headline(study, k)
 
 st.subheader("Reward over training")
-reward_chart(study, k)
+reward_section(study)
 left, right = st.columns(2)
 with left:
     st.subheader("Gradient zeroed: clip/frac")
-    clip_chart(study, k, window)
-    st.caption("Symmetric-log axis: linear below 0.01%, so 0 (no_tr never zeroes a token) stays in view. "
-               f"Dotted: update {k}, from which every batch is exactly {k} updates stale.")
+    st.altair_chart(charts.zeroed_chart(study, k, window), width="stretch")
+    st.caption(f"Mean over seeds of a trailing {window}-update mean. Symmetric-log axis: linear below 0.01%, so 0 "
+               f"(no_tr never zeroes a token) stays in view. Dotted: update {k}, from which every batch is exactly "
+               f"{k} updates stale.")
 with right:
     st.subheader("Entropy by |r - 1|")
-    entropy_chart(study, k)
-    st.caption(f"Token-weighted mean entropy of each bin (entropy_by_ratio), bins with >= {MIN_BIN_TOKENS} tokens.")
+    st.altair_chart(charts.entropy_chart(study, k, MIN_BIN_TOKENS), width="stretch")
+    st.caption(f"Token-weighted mean entropy of each bin (entropy_by_ratio) at staleness {k}, every recorded update "
+               f"of every seed pooled; bins with >= {MIN_BIN_TOKENS} tokens.")
 st.subheader("Importance weights over training")
 hist_section(study, k)
 st.subheader("Summary")

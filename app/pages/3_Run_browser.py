@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -98,7 +99,7 @@ def metric_charts(loaded: list[rd.Run], metrics: list[str], log_y: list[str], wi
             for col, key in zip(st.columns(2), metrics[i : i + 2]):
                 frame = charts.metric_frame(loaded, key, window)
                 chart = charts.metric_chart(frame, key, key in log_y, cursor, [r.name for r in loaded])
-                col.altair_chart(chart, use_container_width=True)
+                col.altair_chart(chart, width="stretch")
         return
     for i in range(0, len(metrics), 2):
         cols = st.columns(2)
@@ -216,7 +217,11 @@ if path is None:
 try:
     loaded = runs_ui(path)
 except rd.RunDirError as e:
-    st.error(f"Cannot open this directory: {e}")
+    if rd.is_locked(path) and not (Path(path) / rd.METRICS).exists():  # e.g. an LLM run in its SFT warm start
+        st.info(f"`{path}` is running and has not logged an update yet (an LLM run logs its first row after "
+                "the SFT warm start). It shows here once it has; pick another directory in the sidebar meanwhile.")
+    else:
+        st.error(f"Cannot open this directory: {e}")
     st.stop()
 if not loaded:
     st.info("Pick at least one readable run in the sidebar.")

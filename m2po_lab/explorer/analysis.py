@@ -141,14 +141,16 @@ def select(runs, method: str | None = None, staleness: int | None = None) -> lis
 
 
 def seed_band(runs, key: str, window: int = 1) -> dict | None:
-    """Mean, min and max over seeds of ``key`` (smoothed over ``window`` points), on the updates all share."""
+    """Mean, std (population), min and max over seeds of ``key`` (smoothed over ``window`` points), on the
+    updates all seeds share; ``n`` is the number of seeds."""
     curves = [series(r, key) for r in runs]
     curves = [(x, smooth(y, window)) for x, y in curves if len(x)]
     if not curves:
         return None
     common = sorted(set.intersection(*(set(x.tolist()) for x, _ in curves)))
     ys = np.stack([y[np.isin(x, common)] for x, y in curves])  # (seeds, n)
-    return {"update": np.asarray(common), "mean": ys.mean(0), "min": ys.min(0), "max": ys.max(0), "n": len(curves)}
+    return {"update": np.asarray(common), "mean": ys.mean(0), "std": ys.std(0), "min": ys.min(0), "max": ys.max(0),
+            "n": len(curves)}
 
 
 def steady_fraction(runs, key: str = "clip/frac") -> float:

@@ -263,7 +263,8 @@ def explain_batch(
 ) -> dict:
     """Everything page 1 shows for one batch, as NumPy arrays and floats (cheap to cache).
 
-    Keys: ``log_ratio``, ``adv``, ``candidates`` (N,) over valid tokens; ``weight``,
+    Keys: ``log_ratio``, ``adv``, ``candidates`` (N,) over valid tokens; ``position`` (N, 2):
+    each token's (sequence, position) in the batch; ``weight``,
     ``zeroed``, ``fate`` (``{method: (N,)}``); ``metrics`` (``{method: {key: float}}``);
     ``table`` (rows of :func:`method_table`); ``hist`` (:func:`histogram_data` with ``bins``, ``spacing``).
     """
@@ -277,6 +278,7 @@ def explain_batch(
         "log_ratio": lr.double().numpy(),
         "adv": adv_bt[mask].detach().double().numpy(),
         "candidates": cand.numpy(),
+        "position": mask.nonzero().numpy(),  # row-major, the order of log_ratio[mask]
         "weight": {k: f["weight"].double().numpy() for k, f in fates.items()},
         "zeroed": {k: f["zeroed"].numpy() for k, f in fates.items()},
         "fate": {k: np.array(fate_labels(k, f["weight"], f["zeroed"], lr)) for k, f in fates.items()},

@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .files import CONFIG, FORMAT, METRICS, RUNS, SUMMARY, RunDirError, read_json
 from .lock import is_locked
 from .metrics_io import scan_metrics
@@ -223,6 +225,16 @@ def dir_signature(path) -> tuple:
             continue
         out.append((str(p), st.st_mtime_ns, st.st_size))
     return (str(path), is_locked(path), *sorted(out))
+
+
+def eval_curve(run: Run, key: str = "eval/reward") -> tuple[np.ndarray, np.ndarray]:
+    """(updates done, ``key``) from update 0 on: a row of ``update`` u was logged after u + 1 updates, and
+    a ``start_reward`` in the run's config (the reward before RL) is the point at 0."""
+    pts = [(r["update"] + 1, r[key]) for r in run.rows if finite(r.get(key))]
+    start = run.config.get("start_reward") if key == "eval/reward" else None
+    if finite(start):
+        pts.insert(0, (0, start))
+    return np.array([p[0] for p in pts], dtype=int), np.array([p[1] for p in pts], dtype=float)
 
 
 def finite(v) -> bool:

@@ -16,7 +16,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..rundir import HIST_KEY, Run, Study, pool_entropy_bins
+from ..rundir import HIST_KEY, Run, Study, eval_curve, pool_entropy_bins
 
 BAND_NOTE = "line: mean over {n} seed(s); band: ± 1 std over seeds"
 WINDOW_NOTE = "dotted: update k, from which every batch is exactly k updates old"
@@ -40,15 +40,6 @@ def _series(run: Run, key: str, smooth: int = 1) -> tuple[np.ndarray, np.ndarray
     if smooth > 1 and len(y) >= smooth:  # centred moving mean; near the ends, of the points that exist
         k = np.ones(smooth)
         y = np.convolve(y, k, mode="same") / np.convolve(np.ones_like(y), k, mode="same")
-    return x, y
-
-
-def _eval_curve(run: Run, key: str = "eval/reward") -> tuple[np.ndarray, np.ndarray]:
-    """The eval curve from update 0 (the reward before RL) on."""
-    x, y = _series(run, key)
-    start = run.config.get("start_reward") if key == "eval/reward" else None
-    if isinstance(start, (int, float)):
-        x, y = np.concatenate([[0], x]), np.concatenate([[start], y])
     return x, y
 
 
@@ -86,7 +77,7 @@ def reward_by_method(study: Study) -> Figure:
     fig, axes = _figure(len(stal), width=3.6, height=3.2, sharey=True)
     for ax, k in zip(axes, stal):
         for i, m in enumerate(study.methods):
-            _band(ax, [_eval_curve(r) for r in _select(study, m, k)], m, color=f"C{i}")
+            _band(ax, [eval_curve(r) for r in _select(study, m, k)], m, color=f"C{i}")
         _mark_window(ax, k)
         ax.set(title=f"staleness {k}", xlabel="optimizer updates")
     axes[0].set_ylabel("eval reward (sampled)")
@@ -102,7 +93,7 @@ def grpo_staleness_sweep(study: Study) -> Figure:
     cmap = matplotlib.colormaps["viridis"]
     stal = study.staleness
     for i, k in enumerate(stal):
-        _band(ax, [_eval_curve(r) for r in _select(study, "grpo", k)], f"s={k}", color=cmap(i / max(len(stal) - 1, 1)))
+        _band(ax, [eval_curve(r) for r in _select(study, "grpo", k)], f"s={k}", color=cmap(i / max(len(stal) - 1, 1)))
     ax.set(xlabel="optimizer updates", ylabel="eval reward (sampled)", title="GRPO (clipped) by staleness")
     ax.legend(fontsize=8)
     _caption(fig, BAND_NOTE.format(n=_seeds(study)), "update 0: the reward before RL")

@@ -20,23 +20,18 @@ import statistics
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..rundir import eval_curve
+
 EVAL_KEY, FINAL_KEY = "eval/reward", "final_reward"
 """The eval-reward metric and the summary.json key of a run's final reward."""
 MODES = ("sync", "async")
-
-
-def eval_points(run) -> tuple[list[int], list[float]]:
-    """(updates done, eval reward) of a loaded run, from update 0 (the reward before RL) on."""
-    xs = [r["update"] + 1 for r in run.rows if isinstance(r.get(EVAL_KEY), (int, float))]
-    ys = [r[EVAL_KEY] for r in run.rows if isinstance(r.get(EVAL_KEY), (int, float))]
-    return [0, *xs], [run.config["start_reward"], *ys]
 
 
 def updates_to_target(xs, ys, target: float, smooth: int) -> int | None:
     """The first update count whose trailing ``smooth``-evaluation mean reaches ``target``; None if none does."""
     for i in range(len(ys)):
         if statistics.fmean(ys[max(0, i - smooth + 1): i + 1]) >= target:
-            return xs[i]
+            return int(xs[i])
     return None
 
 
@@ -57,7 +52,7 @@ def time_to_target(study, summary: dict, hours_per_update: dict, bound: int, tar
             runs = sorted((r for r in study.runs if r.method == method and r.staleness == k), key=lambda r: r.seed)
             if not runs or (mode == "async" and bound == 0):
                 continue
-            upd = {r.seed: updates_to_target(*eval_points(r), goal, smooth) for r in runs}
+            upd = {r.seed: updates_to_target(*eval_curve(r), goal, smooth) for r in runs}
             hours = {sd: (u * hours_per_update[mode] if u is not None else None) for sd, u in upd.items()}
             got = [h for h in hours.values() if h is not None]
             fin = [finals[method, k, r.seed] for r in runs]
@@ -119,7 +114,7 @@ def reward_vs_hours(study, hours_per_update: dict, bound: int, goal: float) -> F
             runs = [r for r in study.runs if r.method == method and r.staleness == k]
             if not runs or (mode == "async" and bound == 0):
                 continue
-            pts = [eval_points(r) for r in runs]
+            pts = [eval_curve(r) for r in runs]
             n = min(len(p[0]) for p in pts)
             x = np.array(pts[0][0][:n], dtype=float)
             ys = np.array([p[1][:n] for p in pts])  # (seeds, n)
