@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
@@ -79,6 +80,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
     ap.add_argument("--chromium", default=shutil.which("chromium"), help="chromium executable (default: on PATH)")
     ap.add_argument("--width", type=int, default=1400)
+    ap.add_argument("--also", nargs="*", default=[], metavar="PAGE?dir=PATH",
+                    help="more pages to shoot, e.g. Run_browser?dir=runs/tiny (a path below the runs root)")
     args = ap.parse_args()
     if not args.chromium:
         raise SystemExit("--chromium: no chromium on PATH; install it (Debian: apt-get install chromium) or name it")
@@ -92,7 +95,7 @@ def main() -> None:
             browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": args.width, "height": 3000})
             page.set_default_timeout(120_000)
-            for name in PAGES:
+            for name in (*PAGES, *args.also):
                 page.goto(f"http://127.0.0.1:{port}/{name}")
                 page.locator('[data-testid="stMain"]').wait_for()
                 _idle(page)
@@ -100,7 +103,7 @@ def main() -> None:
                 charts, images = page.locator(CHARTS).count(), page.locator('[data-testid="stImage"]').count()
                 tip = hover_tooltip(page) if charts else ""
                 errors = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
-                shot = args.out / f"{name or 'Home'}.png"
+                shot = args.out / (re.sub(r"[^A-Za-z0-9_.-]+", "_", name or "Home") + ".png")
                 page.screenshot(path=str(shot), full_page=True)
                 err = " | ".join(errors.all_inner_texts())[:200] if errors.count() else "none"
                 print(f"{shot}: {charts} interactive charts, {images} images; tooltip: {tip or '-'}; errors: {err}")

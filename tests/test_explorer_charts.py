@@ -98,3 +98,18 @@ def test_study_charts_start_at_update_0_band_seeds_and_mark_the_window(study_dir
     assert np.allclose(shares.groupby("method")["share"].sum(), 1.0) and (shares["tokens"] > 0).all()
     entropy = json.dumps(charts.entropy_chart(study, 8, min_tokens=1).to_dict())
     assert "tokens pooled" in entropy
+
+
+def test_eval_metrics_start_before_rl(tmp_path):
+    from app_helpers import write_run
+
+    rows = [{**{k: 0.0 for k in rd.REQUIRED_KEYS}, "update": u, "reward": 0.5, **({"eval/accuracy": 0.8} if u % 2 else {}),
+             "is/log_ratio_quantiles": {"q": [0.05, 0.25, 0.5, 0.75, 0.95], "v": [-0.2, -0.1, 0.0, 0.1, 0.2]}}
+            for u in range(4)]
+    path = write_run(tmp_path / "llm", rows, kind="llm")
+    doc = json.loads((path / "config.json").read_text())
+    doc["start"] = {"eval/accuracy": 0.2}  # after the SFT warm start, before RL
+    (path / "config.json").write_text(json.dumps(doc))
+    run = rd.load_run(path)
+    frame = charts.metric_frame([run], "eval/accuracy")
+    assert list(frame["update"]) == [-1, 1, 3] and list(frame["raw"]) == [0.2, 0.8, 0.8]

@@ -20,10 +20,17 @@ FONT = {"labelFontSize": 12, "titleFontSize": 13}
 
 
 def metric_frame(runs: list[rd.Run], key: str, window: int = 1) -> pd.DataFrame:
-    """Long format for one metric: columns run, update, value (smoothed over ``window`` logged values), raw."""
+    """Long format for one metric: columns run, update, value (smoothed over ``window`` logged values), raw.
+
+    An ``eval/`` metric starts with the evaluation before RL (:func:`m2po_lab.rundir.eval_curve`; after the
+    SFT warm start for an LLM run) at update -1, the row before update 0."""
     frames = []
     for run in runs:
-        x, y = an.series(run, key)
+        if key.startswith("eval/"):
+            x, y = rd.eval_curve(run, key)
+            x = x - 1
+        else:
+            x, y = an.series(run, key)
         if len(x):
             frames.append(pd.DataFrame({"run": run.name, "update": np.asarray(x, dtype=int),
                                         "value": an.smooth(y, window), "raw": np.asarray(y, dtype=float)}))
@@ -127,7 +134,7 @@ def zeroed_chart(study: rd.Study, k: int, window: int, key: str = "clip/frac"):
         x=alt.X("update:Q"),
         y=alt.Y("percent:Q", title=f"{key}, % of tokens", scale=alt.Scale(type="symlog", constant=0.01),
                 axis=alt.Axis(values=[v for v in (0, 0.01, 0.1, 1, 10, 100) if v <= 100 * top], labelOverlap=False,
-                              format="~g")),
+                              format=".2~f")),
         color=_method_color(study.methods), opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
         tooltip=[alt.Tooltip("method:N"), alt.Tooltip("update:Q"), alt.Tooltip("percent:Q", format=".3f", title="%")],
     ).add_params(pick)
@@ -186,3 +193,4 @@ def histogram_chart(study: rd.Study, k: int, update: int):
                  alt.Tooltip("tokens:Q", title="tokens (seeds summed)")],
     ).add_params(pick)
     return bars.properties(height=320).interactive(bind_y=False).configure_axis(**FONT).configure_legend(**FONT)
+

@@ -229,9 +229,13 @@ def dir_signature(path) -> tuple:
 
 def eval_curve(run: Run, key: str = "eval/reward") -> tuple[np.ndarray, np.ndarray]:
     """(updates done, ``key``) from update 0 on: a row of ``update`` u was logged after u + 1 updates, and
-    a ``start_reward`` in the run's config (the reward before RL) is the point at 0."""
+    the value before RL is the point at 0: an LLM run's ``start[key]`` (after its SFT warm start), a toy
+    run's ``start_reward`` (for ``eval/reward``)."""
     pts = [(r["update"] + 1, r[key]) for r in run.rows if finite(r.get(key))]
-    start = run.config.get("start_reward") if key == "eval/reward" else None
+    starts = run.config.get("start")
+    start = starts.get(key) if isinstance(starts, dict) else None
+    if start is None and key == "eval/reward":
+        start = run.config.get("start_reward")
     if finite(start):
         pts.insert(0, (0, start))
     return np.array([p[0] for p in pts], dtype=int), np.array([p[1] for p in pts], dtype=float)
