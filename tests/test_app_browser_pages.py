@@ -29,7 +29,6 @@ from app_helpers import write_run  # noqa: E402
 from m2po_lab import rundir as rd  # noqa: E402
 
 GRPO_CLIP = '[data-testid="stMetric"]:has-text("grpo clip/frac") [data-testid="stMetricValue"]'
-IMAGES = "n => document.querySelectorAll('[data-testid=\"stImage\"]').length >= n"
 CHARTS = "n => document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]').length >= n"  # interactive charts
 
 
@@ -92,8 +91,7 @@ def test_page3_cursor_slider(server, page, study_dir, tmp_path):
     shutil.copytree(study_dir / "runs" / "m2po_s8_seed0", folder / "m2po_s8_seed0")
     _llm_run(folder / "llm_m2po_s8")
     page.goto(_url(server, "Run_browser", folder))
-    page.wait_for_function(CHARTS, arg=5)  # five metrics, interactive
-    page.wait_for_function(IMAGES, arg=1)  # one panel of quantile bands
+    page.wait_for_function(CHARTS, arg=6)  # five metrics and the quantile bands, interactive
     _wait_idle(page)
     _assert_no_error(page)
     sync_api.expect(page.locator("mark")).to_have_count(4)  # the LLM run's masked tokens at update 11

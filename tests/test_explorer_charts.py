@@ -113,3 +113,32 @@ def test_eval_metrics_start_before_rl(tmp_path):
     run = rd.load_run(path)
     frame = charts.metric_frame([run], "eval/accuracy")
     assert list(frame["update"]) == [-1, 1, 3] and list(frame["raw"]) == [0.2, 0.8, 0.8]
+
+
+def test_bands_frame_and_chart_per_run(study_dir):
+    runs = rd.load_study(study_dir).runs
+    frame = charts.bands_frame(runs)
+    assert set(frame["run"]) == {r.name for r in runs}
+    run = runs[1]
+    bands = an.quantile_bands(run)
+    mine = frame[frame["run"] == run.name]
+    assert list(mine["update"]) == list(bands["update"])
+    for col, q in zip(("q05", "q25", "q50", "q75", "q95"), charts.BAND_QUANTILES):
+        np.testing.assert_array_equal(mine[col], an.quantile(bands, q))
+    assert (mine["q05"] <= mine["q25"]).all() and (mine["q75"] <= mine["q95"]).all()
+    spec = json.dumps(charts.bands_chart(frame, cursor=4).to_dict())
+    for needle in ('"facet"', '"tooltip"', '"strokeDash"', '"y2"', '"q95"', '"datum": 4'):
+        assert needle in spec, needle
+    assert charts.bands_frame([]).empty and list(charts.bands_frame([]).columns)[:2] == ["run", "update"]
+
+
+def test_band_of_sample_and_population_std():
+    curves = [(np.array([0, 1, 2]), np.array([1.0, 2.0, 3.0])), (np.array([1, 2, 3]), np.array([4.0, 6.0, 9.0])),
+              (np.array([]), np.array([]))]
+    pop, sample = an.band_of(curves), an.band_of(curves, ddof=1)
+    assert list(pop["update"]) == [1, 2] and pop["n"] == 2
+    np.testing.assert_allclose(pop["mean"], [3.0, 4.5])
+    np.testing.assert_allclose(pop["std"], [1.0, 1.5])  # population: |a - b| / 2
+    np.testing.assert_allclose(sample["std"], [math.sqrt(2), 1.5 * math.sqrt(2)])  # sample: |a - b| / sqrt(2)
+    one = an.band_of(curves[:1], ddof=1)
+    assert (one["std"] == 0).all() and an.band_of([]) is None

@@ -92,9 +92,9 @@ def values_table(loaded: list[rd.Run], metrics: list[str], cursor: int) -> None:
     st.table(pd.DataFrame.from_dict(rows, orient="index"))
 
 
-def metric_charts(loaded: list[rd.Run], metrics: list[str], log_y: list[str], window: int, cursor: int) -> None:
-    if st.sidebar.checkbox("interactive charts (tooltips, zoom, click a run in the legend)", value=True,
-                           key="interactive"):
+def metric_charts(loaded: list[rd.Run], metrics: list[str], log_y: list[str], window: int, cursor: int,
+                  interactive: bool) -> None:
+    if interactive:
         for i in range(0, len(metrics), 2):
             for col, key in zip(st.columns(2), metrics[i : i + 2]):
                 frame = charts.metric_frame(loaded, key, window)
@@ -118,30 +118,33 @@ def metric_charts(loaded: list[rd.Run], metrics: list[str], log_y: list[str], wi
                 show(fig, f"{key} over updates, one line per run")
 
 
-def bands_chart(loaded: list[rd.Run], cursor: int) -> None:
-    with_bands = [(r, an.quantile_bands(r)) for r in loaded]
-    with_bands = [(r, b) for r, b in with_bands if b is not None and len(b["update"])]
-    if not with_bands:
+def bands_section(loaded: list[rd.Run], cursor: int, interactive: bool) -> None:
+    frame = charts.bands_frame(loaded)
+    if frame.empty:
         st.info("No is/log_ratio_quantiles records in these runs.")
         return
-    ncols = min(len(with_bands), 4)
-    nrows = -(-len(with_bands) // ncols)
+    if interactive:
+        st.altair_chart(charts.bands_chart(frame, cursor, columns=min(frame["run"].nunique(), 2)), width="content")
+        return
+    names = list(dict.fromkeys(frame["run"]))
+    ncols = min(len(names), 4)
+    nrows = -(-len(names) // ncols)
     fig, axes = new_figure(3.5 * ncols, 2.8 * nrows, nrows=nrows, ncols=ncols, sharey=True, squeeze=False)
-    for ax, (run, b) in zip(axes.flat, with_bands):
-        x = b["update"]
-        for lo, hi, alpha in ((0.05, 0.95, 0.2), (0.25, 0.75, 0.45)):
-            ax.fill_between(x, an.quantile(b, lo), an.quantile(b, hi), color=BAND_COLOR, alpha=alpha, lw=0,
-                            label=f"q{100 * lo:02.0f}-q{100 * hi:02.0f}")
-        ax.plot(x, an.quantile(b, 0.5), color="k", lw=1, label="median")
+    for ax, name in zip(axes.flat, names):
+        b = frame[frame["run"] == name]
+        for lo, hi, alpha in (("q05", "q95", 0.2), ("q25", "q75", 0.45)):
+            ax.fill_between(b["update"], b[lo], b[hi], color=BAND_COLOR, alpha=alpha, lw=0, label=f"{lo}-{hi}")
+        ax.plot(b["update"], b["q50"], color="k", lw=1, label="median")
         ax.axhline(0, color="grey", lw=0.5)
         ax.axvline(cursor, color="k", ls=":", lw=1)
-        ax.set_title(run.name, fontsize=9)
+        ax.set_title(name, fontsize=9)
         ax.set_xlabel("update")
-    for ax in axes.flat[len(with_bands):]:
+    for ax in axes.flat[len(names):]:
         ax.axis("off")
     axes[0][0].set_ylabel("log r")
     axes[0][0].legend(fontsize=7, loc="upper left")
-    show(fig, "Quantile bands of log r over updates, one panel per run")
+    st.pyplot(fig, alt="Quantile bands of log r over updates, one panel per run", width="content" if ncols == 1
+              else "stretch")
 
 
 def tokens_html(tokens: list[dict]) -> str:
@@ -235,9 +238,11 @@ st.caption(f"`{path}`: {len(loaded)} run(s) shown, kind {', '.join(kinds)}, "
 metrics, log_y, window = metrics_ui(loaded)
 cursor = cursor_ui(loaded)
 values_table(loaded, metrics, cursor)
-metric_charts(loaded, metrics, log_y, window, cursor)
+interactive = st.sidebar.checkbox("interactive charts (tooltips, zoom, click a run in the legend)", value=True,
+                                  key="interactive")
+metric_charts(loaded, metrics, log_y, window, cursor, interactive)
 st.subheader("Importance ratios: quantiles of log r")
-bands_chart(loaded, cursor)
+bands_section(loaded, cursor, interactive)
 st.caption("Light: q05 to q95; dark: q25 to q75; black: the median. Recorded every hist_every updates.")
 st.subheader("Masked and amplified tokens (LLM runs): what the loss zeroed, what it weighted most")
 masked_section(loaded, cursor)

@@ -140,17 +140,22 @@ def select(runs, method: str | None = None, staleness: int | None = None) -> lis
             if (method is None or r.method == method) and (staleness is None or r.staleness == staleness)]
 
 
-def seed_band(runs, key: str, window: int = 1) -> dict | None:
-    """Mean, std (population), min and max over seeds of ``key`` (smoothed over ``window`` points), on the
-    updates all seeds share; ``n`` is the number of seeds."""
-    curves = [series(r, key) for r in runs]
-    curves = [(x, smooth(y, window)) for x, y in curves if len(x)]
+def band_of(curves, ddof: int = 0) -> dict | None:
+    """Mean, std (``ddof`` 0: population; 1: sample, 0 for one curve), min and max over ``curves`` (pairs of
+    updates and values) on the updates every curve has; ``n`` is the number of curves, None when none has a point."""
+    curves = [(np.asarray(x), np.asarray(y, dtype=float)) for x, y in curves if len(x)]
     if not curves:
         return None
     common = sorted(set.intersection(*(set(x.tolist()) for x, _ in curves)))
-    ys = np.stack([y[np.isin(x, common)] for x, y in curves])  # (seeds, n)
-    return {"update": np.asarray(common), "mean": ys.mean(0), "std": ys.std(0), "min": ys.min(0), "max": ys.max(0),
+    ys = np.stack([y[np.isin(x, common)] for x, y in curves])  # (curves, n)
+    std = ys.std(0, ddof=ddof) if len(curves) > ddof else np.zeros(len(common))
+    return {"update": np.asarray(common), "mean": ys.mean(0), "std": std, "min": ys.min(0), "max": ys.max(0),
             "n": len(curves)}
+
+
+def seed_band(runs, key: str, window: int = 1, ddof: int = 0) -> dict | None:
+    """:func:`band_of` the seeds' ``key`` (smoothed over ``window`` points)."""
+    return band_of([(x, smooth(y, window)) for x, y in (series(r, key) for r in runs)], ddof)
 
 
 def steady_fraction(runs, key: str = "clip/frac") -> float:

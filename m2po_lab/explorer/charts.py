@@ -79,15 +79,10 @@ def reward_frame(study: rd.Study, key: str = "eval/reward") -> pd.DataFrame:
     rows = []
     for k in study.staleness:
         for m in study.methods:
-            curves = [rd.eval_curve(r, key) for r in an.select(study.runs, m, k)]
-            curves = [c for c in curves if len(c[0])]
-            if not curves:
-                continue
-            common = sorted(set.intersection(*(set(x.tolist()) for x, _ in curves)))
-            ys = np.stack([y[np.isin(x, common)] for x, y in curves])  # (seeds, n)
-            sd = ys.std(0, ddof=1) if len(curves) > 1 else np.zeros(len(common))
-            rows += [{"staleness": k, "method": m, "update": u, "mean": mu, "std": s, "seeds": len(curves)}
-                     for u, mu, s in zip(common, ys.mean(0), sd)]
+            band = an.band_of([rd.eval_curve(r, key) for r in an.select(study.runs, m, k)], ddof=1)
+            if band is not None:
+                rows += [{"staleness": k, "method": m, "update": int(u), "mean": mu, "std": s, "seeds": band["n"]}
+                         for u, mu, s in zip(band["update"], band["mean"], band["std"])]
     frame = pd.DataFrame(rows, columns=["staleness", "method", "update", "mean", "std", "seeds"])
     return frame.assign(lo=frame["mean"] - frame["std"], hi=frame["mean"] + frame["std"])
 
@@ -194,3 +189,46 @@ def histogram_chart(study: rd.Study, k: int, update: int):
     ).add_params(pick)
     return bars.properties(height=320).interactive(bind_y=False).configure_axis(**FONT).configure_legend(**FONT)
 
+
+
+# ---------------------------------------------------------------- the run browser: quantile bands of log r
+BAND_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def bands_frame(runs: list[rd.Run]) -> pd.DataFrame:
+    """``is/log_ratio_quantiles`` of each run (:func:`analysis.quantile_bands`): columns run, update and
+    q05, q25, q50, q75, q95 (log r); runs that never logged them, or lack one of these quantiles, are left out."""
+    cols = [f"q{100 * q:02.0f}" for q in BAND_QUANTILES]
+    frames = []
+    for run in runs:
+        bands = an.quantile_bands(run)
+        if bands is None or not len(bands["update"]):
+            continue
+        try:
+            values = {c: an.quantile(bands, q) for c, q in zip(cols, BAND_QUANTILES)}
+        except KeyError:
+            continue
+        frames.append(pd.DataFrame({"run": run.name, "update": bands["update"].astype(int), **values}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "update", *cols])
+
+
+def bands_chart(frame: pd.DataFrame, cursor: int | None = None, columns: int = 2):
+    """One panel per run of ``frame`` (:func:`bands_frame`): light q05-q95, dark q25-q75, the median in black,
+    log r = 0 in grey, the cursor dotted; tooltips give every quantile and r = exp(log r) at the median."""
+    import altair as alt
+
+    x = alt.X("update:Q", title="update")
+    tips = [alt.Tooltip("run:N"), alt.Tooltip("update:Q")] + [
+        alt.Tooltip(f"{c}:Q", format="+.4f", title=f"log r, {c}") for c in ("q05", "q25", "q50", "q75", "q95")]
+    outer = alt.Chart().mark_area(opacity=0.2, color="#1f77b4").encode(
+        x=x, y=alt.Y("q05:Q", title="log r (quantiles over tokens)"), y2="q95:Q")
+    inner = alt.Chart().mark_area(opacity=0.45, color="#1f77b4").encode(x=x, y="q25:Q", y2="q75:Q")
+    median = alt.Chart().mark_line(color="black", strokeWidth=1.2, point=alt.OverlayMarkDef(size=12, opacity=0)
+                                   ).encode(x=x, y="q50:Q", tooltip=tips)
+    zero = alt.Chart().mark_rule(color="grey", strokeWidth=0.6).encode(y=alt.datum(0))
+    layers = [outer, inner, median, zero]
+    if cursor is not None:
+        layers.append(alt.Chart().mark_rule(strokeDash=[3, 3], color="black").encode(x=alt.datum(cursor)))
+    layered = alt.layer(*layers, data=frame).properties(width=340, height=210)
+    return (layered.facet(facet=alt.Facet("run:N", title=None), columns=columns).interactive(bind_y=False)
+            .configure_axis(**FONT).configure_header(labelFontSize=13))
