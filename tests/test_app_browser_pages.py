@@ -6,7 +6,6 @@ directory to open is passed as the ``dir`` query parameter. Screenshots go to py
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import shutil
