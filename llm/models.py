@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from transformers import (
@@ -42,6 +43,9 @@ from transformers import (
 )
 
 from .tokenizer import CHARS, build_char_tokenizer, extra_chars, is_char_tokenizer_dir, load_char_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import GenerationMixin
 
 _CONFIGS = {"qwen2": Qwen2Config, "llama": LlamaConfig}
 
@@ -146,6 +150,7 @@ def load_model_and_tokenizer(
     if not Path(name).expanduser().exists() and _looks_like_path(name):
         raise FileNotFoundError(f"model path does not exist: {name!r}")
     kwargs = dict(trust_remote_code=trust_remote_code, local_files_only=local_files_only)
+    tokenizer: PreTrainedTokenizerBase
     try:
         if is_char_tokenizer_dir(name):  # AutoTokenizer would rebuild it byte-level for Qwen2 (drops spaces)
             tokenizer = load_char_tokenizer(name)
@@ -162,7 +167,8 @@ def load_model_and_tokenizer(
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:  # common for Llama checkpoints
         tokenizer.pad_token = tokenizer.eos_token
-    return model.to(device).eval(), tokenizer
+    # transformers wraps `to` in functools.wraps(nn.Module.to): mypy then takes `device` for `self`
+    return model.to(device).eval(), tokenizer  # type: ignore[arg-type]
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -278,7 +284,8 @@ def generate(
     with torch.random.fork_rng(devices=devices, enabled=run_seed is not None):
         if run_seed is not None:
             torch.manual_seed(run_seed)
-        out = model.generate(
+        # PreTrainedModel does not declare `generate`: the causal-LM classes mix in GenerationMixin
+        out = cast("GenerationMixin", model).generate(
             input_ids=prompt_ids,
             attention_mask=attention_mask,
             max_new_tokens=max_new_tokens,

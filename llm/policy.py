@@ -35,6 +35,8 @@ def load_policy(cfg: TrainConfig, run: RunDir | None, task, device, progress: bo
     if cfg.model is not None:
         model, tok = _load(cfg.model, device, "model")
     else:
+        if run is None:
+            raise ValueError("load_policy: without cfg.model the tiny model lives in the run directory: pass run")
         path = run.out / "model"
         if run.meta.get("start") is None:  # fresh (or interrupted before RL began): build + warm start
             build_tiny_model(path, seed=cfg.seed)

@@ -41,7 +41,8 @@ def boxed_content(text: str) -> str | None:
     if len(rest) < 2:  # `\boxed 5` form: the next whitespace-free word
         words = text[start + len("\\boxed") :].split()
         return words[0].rstrip("$") if words else None
-    depth, out = 1, []
+    depth = 1
+    out: list[str] = []
     for ch in rest[1]:
         depth += (ch == "{") - (ch == "}")
         if depth == 0:
@@ -59,8 +60,8 @@ def extract_answer(text: str) -> str | None:
     """
     if "####" in text:
         rest = text.rsplit("####", 1)[1].strip().split("\n", 1)[0]
-        if _to_number(normalize_answer(rest)) is None and _NUMBER.search(rest):
-            rest = _NUMBER.search(rest).group(0)
+        if _to_number(normalize_answer(rest)) is None and (first := _NUMBER.search(rest)):
+            rest = first.group(0)
         return normalize_answer(rest) or None
     boxed = boxed_content(text)
     if boxed is not None:

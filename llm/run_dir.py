@@ -28,7 +28,7 @@ class RunDir:
         self.out = Path(out)
         self._resume, self._cfg, self._device = resume, cfg_dict, device
         self._lock = rd.DirLock(self.out)
-        self._writer = None
+        self._writer: rd.MetricsWriter | None = None
         self.meta: dict = {}
 
     def __enter__(self) -> "RunDir":
@@ -72,8 +72,14 @@ class RunDir:
     def load_checkpoint(self) -> dict | None:
         return rd.load_checkpoint(self.out)
 
+    def _metrics(self) -> rd.MetricsWriter:
+        """The open metrics writer; ``RuntimeError`` before ``open_metrics``."""
+        if self._writer is None:
+            raise RuntimeError("RunDir: metrics.jsonl is not open (call open_metrics first)")
+        return self._writer
+
     def save_checkpoint(self, state: dict) -> None:
-        self._writer.sync()  # every line up to the checkpoint is on disk first
+        self._metrics().sync()  # every line up to the checkpoint is on disk first
         rd.save_checkpoint(self.out, state)
 
     def open_metrics(self, update: int) -> None:
@@ -81,11 +87,11 @@ class RunDir:
         self._writer = rd.MetricsWriter(self.out / rd.METRICS, start=update)
 
     def write(self, row: dict) -> None:
-        self._writer.write(row)
+        self._metrics().write(row)
 
     def finish(self, summary: dict) -> None:
         """Mark the run finished (``summary`` in config.json), then drop the checkpoint."""
-        self._writer.close()
+        self._metrics().close()
         self.meta["summary"] = summary
         self.write_meta()
         rd.remove_checkpoint(self.out)
@@ -120,7 +126,7 @@ def to_row(scalars: dict[str, torch.Tensor]) -> dict:
 
 
 def histograms(log_ratio: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor) -> dict:
-    """``is/log_ratio_quantiles``, ``is/log_ratio_hist``, ``entropy_by_ratio`` over valid tokens."""
+    """``is/log_ratio_quantiles``, ``is/log_ratio_hist``, ``entropy/by_ratio`` over valid tokens."""
     lr = log_ratio.detach().float().cpu()[mask.cpu()]  # (n,)
     ent = entropy.detach().float().cpu()[mask.cpu()]  # (n,)
     return log_ratio_histograms(lr[None], ent[None])[0]

@@ -1,6 +1,6 @@
 """What a loss with no trust region amplifies: per-update records of the tokens with large weights.
 
-The LLM trainer logs, beside ``masked_tokens`` (what the loss zeroed), two things the
+The LLM trainer logs, beside ``tokens/zeroed`` (what the loss zeroed), two things the
 staleness study reads (docs/llm.md):
 
 - every update, ``amp/frac`` and ``amp/weight_share``: the tokens with A > 0 and
@@ -8,7 +8,7 @@ staleness study reads (docs/llm.md):
   policy has already raised above the stale policy's, pushed up again with weight r --
   as a fraction of the valid tokens, and as their share of sum r |A| over every token
   that kept a gradient (how much of the update they steer);
-- every ``hist_every`` updates, ``amplified_tokens``: up to 16 of the tokens that kept
+- every ``hist_every`` updates, ``tokens/amplified``: up to 16 of the tokens that kept
   their gradient with the largest r, decoded in context (what no_tr amplified; what
   M2PO kept).
 
@@ -22,9 +22,11 @@ import math
 
 import torch
 
+from m2po_lab.metrics import TOKENS_AMPLIFIED
+
 AMP_RATIO = 2.0
 """r above which a kept token with A > 0 counts as amplified (log r > 0.69, M2 > 0.48: 12 x tau)."""
-AMP_KEY = "amplified_tokens"
+AMP_KEY = TOKENS_AMPLIFIED
 """The record's key in a metrics row."""
 
 
@@ -56,7 +58,7 @@ def amplified_examples(tokenizer, input_ids, response_start: int, mask, zeroed, 
 
     The same token in the same context with the same advantage (identical responses of a
     group) is listed once. Each: {"text": the preceding context (last ``context_chars`` characters), "token",
-    "log_ratio", "adv"} -- the shape of ``masked_tokens`` plus the advantage.
+    "log_ratio", "adv"} -- the shape of ``tokens/zeroed`` plus the advantage.
     """
     kept = _kept(mask, zeroed, adv)
     score = torch.where(kept, log_ratio.detach().float(), torch.full_like(log_ratio.float(), -torch.inf)).cpu()

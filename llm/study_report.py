@@ -19,13 +19,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from m2po_lab import rundir as rd
+from m2po_lab.metrics import M2
 from m2po_lab.study.figures import make_figures, pooled_entropy_bins
 from m2po_lab.study.phenomena import check_phenomena
 from m2po_lab.study.report import summarize_run
 
 # metric keys this module reads (a rename in the trainer is a change here only)
 EVAL_REWARD, EVAL_ACC = "eval/reward", "eval/accuracy"
-RATIO_MAX, LOG_RATIO_P99, M2, ZEROED = "is/ratio_max", "is/log_ratio_abs_p99", "m2", "clip/frac"
+RATIO_MAX, LOG_RATIO_P99 = "is/ratio_max", "is/log_ratio_abs_p99"
 GRAD_NORM, ENTROPY, RESPONSE_LEN = "grad_norm", "entropy", "response_len"
 AMP_FRAC, AMP_SHARE = "amp/frac", "amp/weight_share"
 
@@ -59,6 +60,8 @@ def summarize_llm_run(run: rd.Run, updates: int, max_grad_norm: float) -> dict:
     wall = (run.config.get("summary") or {}).get("wall_s", float("nan"))
     entry = summarize_run(run, updates, wall)
     k, tail = run.staleness, int(0.9 * updates)
+    if k is None:
+        raise ValueError(f"{run.path!r}: the run has no staleness, so its steady state is undefined")
     acc = [(r["update"], r[EVAL_ACC]) for r in run.rows if isinstance(r.get(EVAL_ACC), (int, float))]
     grads = _values(run, GRAD_NORM)
     entry.update({

@@ -94,6 +94,8 @@ def train_warm_start(cfg, model_dir, progress: bool = False) -> dict:
     model.save_pretrained(str(model_dir))
     stats = warm_start_stats(model, tok, cfg)
     losses = sft.pop("sft/losses")
+    if not isinstance(losses, list):  # sft_warm_start reports every step's loss as a list
+        raise TypeError(f"sft_warm_start: 'sft/losses' is a {type(losses).__name__}, expected a list")
     tail = losses[-max(1, len(losses) // 20):]
     every = max(1, len(losses) // 20)
     curve = [sum(losses[i:i + every]) / len(losses[i:i + every]) for i in range(0, len(losses), every)]

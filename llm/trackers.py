@@ -80,9 +80,11 @@ class TensorBoardTracker(Tracker):
         log_dir = out / "tensorboard"
         # a resume from update 0 (no checkpoint yet) must purge too: an existing log dir says it is one
         purge = start_update if (start_update > 0 or log_dir.exists()) else None
-        self._writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge)
+        self._writer: SummaryWriter | None = SummaryWriter(log_dir=str(log_dir), purge_step=purge)
 
     def log(self, row: dict, step: int) -> None:
+        if self._writer is None:
+            raise RuntimeError("TensorBoardTracker.log after close()")
         for key, value in scalars(row).items():
             self._writer.add_scalar(key, value, step)
 

@@ -23,13 +23,14 @@ import contextlib
 import itertools
 import time
 from pathlib import Path
+from typing import cast
 
 import torch
 
 from m2po_lab.aggregation import aggregate
 from m2po_lab import rundir as rd
 from m2po_lab.losses import batch_state, get_loss, slice_state
-from m2po_lab.metrics import importance_metrics, masked_mean, merge_parts
+from m2po_lab.metrics import M2, TOKENS_ZEROED, importance_metrics, masked_mean, merge_parts
 from m2po_lab.staleness import StaleQueue
 
 from .config import TrainConfig
@@ -78,7 +79,7 @@ def train_minibatch(model, optimizer, batch: dict, rows: slice, cfg: TrainConfig
             logp_all = torch.cat([logp_and_entropy(model, ids[m], attn[m], P, cfg.temperature)[0] for m in micro])
         state = batch_state(cfg.method, logp_all, old_logp, adv, mask, lcfg)
     optimizer.zero_grad(set_to_none=True)
-    loss_sum, per_micro, weights, logps, ents, zeroed = 0.0, [], [], [], [], []
+    loss_sum, per_micro, weights, logps, ents, zeroed = cast("torch.Tensor | float", 0.0), [], [], [], [], []
     for m in micro:
         with autocast():
             logp, entropy = logp_and_entropy(model, ids[m], attn[m], P, cfg.temperature)  # (mb, R) each
@@ -109,7 +110,7 @@ def train_minibatch(model, optimizer, batch: dict, rows: slice, cfg: TrainConfig
     log_ratio = torch.where(mask, logp_all - old_logp, torch.zeros_like(logp_all))  # (b, R)
     scalars = {
         "loss": loss_sum, "entropy": masked_mean(ent_all, mask), "grad_norm": grad_norm.float(),
-        "m2": masked_mean(log_ratio.square(), mask), "response_len": mask.sum(-1).float().mean(),
+        "response_len": mask.sum(-1).float().mean(),
         **metrics,
     }
     tensors = dict(ids=ids, response_start=P, mask=mask, log_ratio=log_ratio, entropy=ent_all,
@@ -151,7 +152,7 @@ def _update_row(cfg: TrainConfig, tok, update: int, staleness: int, reward: floa
     row = {"update": update, "staleness": staleness, "reward": reward, **to_row(scalars)}  # one host sync
     examples = zeroed_examples(tok, tensors["ids"], tensors["response_start"], tensors["zeroed"], tensors["log_ratio"])
     if examples:
-        row["masked_tokens"] = examples
+        row[TOKENS_ZEROED] = examples
     if update % cfg.hist_every == 0 or update == cfg.updates - 1:
         row.update(histograms(tensors["log_ratio"], tensors["entropy"], tensors["mask"]))
         amplified = amplified_examples(tok, tensors["ids"], tensors["response_start"], tensors["mask"],
@@ -207,7 +208,7 @@ def _rl(cfg: TrainConfig, run: RunDir, model, tok, task, eval_set, autocast, pro
                 update += 1
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(reward=f"{row['reward']:.3f}", m2=f"{row['m2']:.4f}",
+                    bar.set_postfix(reward=f"{row['reward']:.3f}", m2=f"{row[M2]:.4f}",
                                     mask=f"{row['clip/frac']:.4f}")
             if cfg.checkpoint_every and update - last_ckpt >= cfg.checkpoint_every and update < cfg.updates:
                 _checkpoint(run, model, optimizer, queue, update, wall_before + time.time() - t_start)

@@ -4,15 +4,14 @@ from .advantages import group_advantages
 from .aggregation import AGG_MODES, aggregate
 from .losses import LOSSES, LossConfig, batch_state, get_loss, register_loss, slice_state
 from .masking import m2po_keep_mask, m2po_mask, trust_region_candidates, waterfill_threshold
-from .staleness import SnapshotRing, StaleBatch, StaleQueue
+from .staleness import StaleBatch, StaleQueue
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AGG_MODES",
     "LOSSES",
     "LossConfig",
-    "SnapshotRing",
     "StaleBatch",
     "StaleQueue",
     "aggregate",

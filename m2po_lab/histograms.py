@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from .rundir.files import json_number
+from .metrics import ENTROPY_BY_RATIO
 
 LOG_RATIO_EDGES = torch.arange(-20, 21) / 10  # -2.0, -1.9, ..., 2.0
 RATIO_DEV_EDGES = torch.tensor([0.0, 0.01, 0.03, 0.1, 0.2, 0.4, 0.7, 1.0, 2.0, float("inf")])
@@ -29,7 +30,7 @@ def log_ratio_histograms(log_ratio: torch.Tensor, entropy: torch.Tensor) -> list
             "is/log_ratio_quantiles": {"q": list(QUANTILES), "v": torch.quantile(lr, q).tolist()},
             "is/log_ratio_hist": {"edges": [round(e, 4) for e in LOG_RATIO_EDGES.tolist()],
                                   "counts": [int(c) for c in counts.tolist()]},
-            "entropy_by_ratio": {
+            ENTROPY_BY_RATIO: {
                 "edges": [json_number(e) for e in RATIO_DEV_EDGES.tolist()],
                 "entropy": [json_number(x) for x in (bin_e / bin_n.clamp(min=1)).tolist()],
                 "counts": [int(c) for c in bin_n.tolist()],

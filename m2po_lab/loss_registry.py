@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Literal, Protocol, overload
 
 import torch
 
@@ -75,7 +75,22 @@ class LossConfig:
                 check_positive(name, getattr(self, name))
 
 
-LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
+class LossFn(Protocol):
+    """The public loss: ``(per_token_loss, metrics)``, plus ``zeroed`` with ``with_zeroed=True``."""
+
+    __name__: str
+
+    @overload
+    def __call__(self, logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
+                 cfg: Any = None, *, with_zeroed: Literal[False] = False,
+                 **state: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+    @overload
+    def __call__(self, logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
+                 cfg: Any = None, *, with_zeroed: Literal[True],
+                 **state: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]: ...
+
+
 LOSSES: dict[str, LossFn] = {}
 """Name -> the public loss ``loss_fn(logp, old_logp, adv, mask, cfg=None, **state)``."""
 _BATCH_STATE: dict[str, Callable] = {}

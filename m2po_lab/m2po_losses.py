@@ -34,8 +34,6 @@ def _m2po_metrics(m2, cand, kept, mask, threshold):
         "m2po/kept_candidates": (cand & kept).sum().float(),
         "m2po/m2_before": masked_mean(m2, cand),
         "m2po/m2_after": masked_mean(m2, cand & kept),
-        "m2po/m2_all": masked_mean(m2, mask),
-        "m2po/mask_frac": masked_mean((mask & ~kept).float(), mask),
         "m2po/candidate_frac": masked_mean(cand.float(), mask),
         "m2po/threshold": threshold.float(),
     }

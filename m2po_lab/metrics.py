@@ -2,7 +2,8 @@
 
 Keys (see docs/metrics.md for the glossary):
 ``is/ratio_mean``, ``is/ratio_max``, ``is/log_ratio_abs_p99``: the token ratios
-``r = pi_theta / pi_behav`` over valid tokens; ``kl/k1 = mean(-log r)`` and
+``r = pi_theta / pi_behav`` over valid tokens; ``is/m2 = mean((log r)^2)``, the second
+moment M2PO bounds; ``kl/k1 = mean(-log r)`` and
 ``kl/k3 = mean((r - 1) - log r)``: Schulman's estimators of KL(pi_behav || pi_theta)
 from behaviour samples. k1 can cancel positive against negative shifts; M2 cannot.
 Every statistic is computed in float32 or wider (these in float64), whatever the input dtype.
@@ -62,11 +63,39 @@ def importance_metrics(log_ratio: torch.Tensor, mask: torch.Tensor) -> dict[str,
         "is/log_ratio_abs_p99": masked_quantile(lr.abs(), mask, 0.99),
         "kl/k1": masked_mean(-lr, mask),
         "kl/k3": masked_mean(ratio - 1 - lr, mask),
+        M2: masked_mean(lr.square(), mask),
     }
     return {k: v.float() for k, v in metrics.items()}
 
 
 # ---------------------------------------------------------------- the metric schema
+M2, ZEROED = "is/m2", "clip/frac"
+"""``clip/frac`` is the one name for "gradient zeroed by the loss": the fraction of valid tokens a loss
+clips, masks (M2PO) or drops (MIS), whatever its mechanism (docs/metrics.md)."""
+ENTROPY_BY_RATIO, TOKENS_ZEROED, TOKENS_AMPLIFIED = "entropy/by_ratio", "tokens/zeroed", "tokens/amplified"
+RENAMED = {"m2": M2, "entropy_by_ratio": ENTROPY_BY_RATIO, "masked_tokens": TOKENS_ZEROED,
+           "amplified_tokens": TOKENS_AMPLIFIED}
+"""Keys of run directories written before m2po-lab 0.2 and their names now; :func:`upgrade_row` reads them."""
+RETIRED = {"m2po/m2_all": M2, "m2po/mask_frac": ZEROED}
+"""Keys no longer written, each the duplicate of the key it maps to (dropped on read)."""
+
+
+def upgrade_row(row: dict) -> dict:
+    """A metrics row with the keys of :data:`RENAMED` under today's names and :data:`RETIRED` keys dropped
+    (unchanged when it has none); a row holding a key under both names keeps today's."""
+    if not any(k in row for k in (*RENAMED, *RETIRED)):
+        return row
+    out = {}
+    for k, v in row.items():
+        if k in RETIRED:
+            continue
+        new = RENAMED.get(k, k)
+        if new != k and new in row:
+            continue
+        out[new] = v
+    return out
+
+
 TOKEN_MEAN, SEQ_MEAN, WEIGHTED, SUM, MAX, MIN, SAME, RECOMPUTE, RECORD = (
     "token_mean", "seq_mean", "weighted", "sum", "max", "min", "same", "recompute", "record")
 MERGE_RULES = (TOKEN_MEAN, SEQ_MEAN, WEIGHTED, SUM, MAX, MIN, SAME, RECOMPUTE, RECORD)
@@ -94,16 +123,16 @@ def _m(key, merge, weight=None):
 SCHEMA: dict[str, Metric] = {m.key: m for m in (
     # every update, every method (the logger; docs/metrics.md has the meaning of each)
     _m("update", SAME), _m("staleness", SEQ_MEAN), _m("data/age_mean", SEQ_MEAN), _m("data/age_max", MAX), _m("reward", SEQ_MEAN), _m("loss", SUM), _m("entropy", TOKEN_MEAN),
-    _m("grad_norm", SAME), _m("m2", TOKEN_MEAN), _m("data/fixed_ok", SEQ_MEAN), _m("response_len", SEQ_MEAN),
+    _m("grad_norm", SAME), _m("data/fixed_ok", SEQ_MEAN), _m("response_len", SEQ_MEAN),
     # every loss (importance_metrics and the zeroed fraction)
-    _m("clip/frac", TOKEN_MEAN), _m("is/ratio_mean", TOKEN_MEAN), _m("is/ratio_max", MAX),
+    _m(ZEROED, TOKEN_MEAN), _m(M2, TOKEN_MEAN), _m("is/ratio_mean", TOKEN_MEAN), _m("is/ratio_max", MAX),
     _m("is/log_ratio_abs_p99", RECOMPUTE), _m("kl/k1", TOKEN_MEAN), _m("kl/k3", TOKEN_MEAN),
     # loss-specific
     _m("clip/frac_high", TOKEN_MEAN), _m("clip/frac_low", TOKEN_MEAN), _m("clip/frac_dual", TOKEN_MEAN),
     _m("gspo/seq_clip_frac", SEQ_MEAN), _m("is/weight_clip_frac", TOKEN_MEAN),
     _m("m2po/candidates", SUM), _m("m2po/kept_candidates", SUM),
     _m("m2po/m2_before", WEIGHTED, "m2po/candidates"), _m("m2po/m2_after", WEIGHTED, "m2po/kept_candidates"),
-    _m("m2po/m2_all", TOKEN_MEAN), _m("m2po/mask_frac", TOKEN_MEAN), _m("m2po/candidate_frac", TOKEN_MEAN),
+    _m("m2po/candidate_frac", TOKEN_MEAN),
     _m("m2po/threshold", MIN),
     # the LLM trainer
     _m("amp/frac", TOKEN_MEAN), _m("amp/weight_share", RECOMPUTE),
@@ -112,8 +141,8 @@ SCHEMA: dict[str, Metric] = {m.key: m for m in (
     *(_m(f"eval/{k}", SAME) for k in ("reward", "fixed_ok", "fork_acc", "entropy_fixed", "entropy_fork", "accuracy",
                                       "accuracy_flexible", "accuracy_sampled")),
     # records
-    *(_m(k, RECORD) for k in ("is/log_ratio_quantiles", "is/log_ratio_hist", "entropy_by_ratio", "masked_tokens",
-                              "amplified_tokens")),
+    *(_m(k, RECORD) for k in ("is/log_ratio_quantiles", "is/log_ratio_hist", ENTROPY_BY_RATIO, TOKENS_ZEROED,
+                              TOKENS_AMPLIFIED)),
 )}
 """Every key a run writes to ``metrics.jsonl`` (docs/metrics.md lists the same keys, a test checks it)."""
 

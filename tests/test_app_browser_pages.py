@@ -39,11 +39,11 @@ def _llm_run(path) -> None:
     for u in range(12):
         s = 0.02 * (1 + u)
         row = {**{k: 0.0 for k in rd.REQUIRED_KEYS}, "update": u, "staleness": 8, "reward": 0.3 + 0.03 * u,
-               "clip/frac": 0.002 * u, "m2": s * s}
+               "clip/frac": 0.002 * u, "is/m2": s * s}
         row["is/log_ratio_quantiles"] = {"q": [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99],
                                          "v": [-2.3 * s, -1.6 * s, -0.7 * s, 0.0, 0.7 * s, 1.6 * s, 2.3 * s]}
         if u % 2:
-            row["masked_tokens"] = [{"text": f"Q: {u} + {t} = ? A: the answer is", "token": f" {u + t}",
+            row["tokens/zeroed"] = [{"text": f"Q: {u} + {t} = ? A: the answer is", "token": f" {u + t}",
                                      "log_ratio": round(math.copysign(3 * s / (t + 1), 1 - 2 * (t % 2)), 3)}
                                     for t in range(4)]
         if u % 4 == 3:

@@ -35,8 +35,8 @@ def test_page1_renders_defaults_and_matches_explain(apptest):
     ex = explain_batch(log_ratio, adv, mask, LossConfig(tau=0.04, eps_low=0.2, eps_high=0.2))
     shown = at.dataframe[1].value
     assert list(shown["rule"]) == ["m2po", "m2po_released", "m2po_areal"]
-    assert abs(shown["zeroed frac"][0] - ex["metrics"]["m2po"]["m2po/mask_frac"]) < 1e-7  # the page's batch
-    assert metric(at, "M2PO mask fraction") == f"{100 * ex['metrics']['m2po']['m2po/mask_frac']:.2f}%"
+    assert abs(shown["zeroed frac"][0] - ex["metrics"]["m2po"]["clip/frac"]) < 1e-7  # the page's batch
+    assert metric(at, "M2PO mask fraction") == f"{100 * ex['metrics']['m2po']['clip/frac']:.2f}%"
     assert metric(at, "GRPO clip fraction") == f"{100 * ex['metrics']['grpo']['clip/frac']:.2f}%"
     assert "Traceback" not in str(at)
 

@@ -136,7 +136,7 @@ def test_page3_overlays_study_runs(apptest, study_dir):
     runs_key = _key(at, "multiselect", "runs@")
     assert at.multiselect(key=runs_key).value == ["grpo_s8_seed0", "m2po_s8_seed0"]  # methods at the top staleness
     metrics = at.multiselect(key="metrics").value
-    assert metrics == ["reward", "eval/reward", "clip/frac", "m2"]
+    assert metrics == ["reward", "eval/reward", "clip/frac", "is/m2"]
     assert not any("incomplete" in w.value for w in at.warning)  # a finished study's runs are finished
     assert len(at.get("vega_lite_chart")) == len(metrics) + 1  # one interactive chart per metric, the bands
     assert not at.get("image")
@@ -150,8 +150,8 @@ def test_page3_overlays_study_runs(apptest, study_dir):
     at.slider(key="cursor").set_value(5).run()
     assert not at.exception and not at.table[0].value.equals(before)
     at.multiselect(key=runs_key).set_value(["m2po_s8_seed0"])
-    at.multiselect(key="metrics").set_value(["m2po/mask_frac"])
-    at.multiselect(key="log_metrics").set_value(["m2po/mask_frac"])
+    at.multiselect(key="metrics").set_value(["m2po/candidate_frac"])
+    at.multiselect(key="log_metrics").set_value(["m2po/candidate_frac"])
     at.slider(key="smooth").set_value(3).run()
     assert not at.exception and len(at.get("image")) == 2  # static (unchecked above): one metric, the bands
     assert any("logged by LLM runs only" in c.value for c in at.caption)
@@ -191,7 +191,7 @@ def test_page3_one_broken_run_of_a_study(apptest, study_dir, tmp_path):
 def test_page3_llm_run_shows_masked_tokens(apptest, tmp_path):
     tokens = [{"text": "What is 12 + 30? <answer>", "token": " 42", "log_ratio": 1.75},
               {"text": "a | b", "token": "*", "log_ratio": -0.5}]
-    rows = [_row(0), _row(1, masked_tokens=tokens), _row(2), _row(3, masked_tokens=tokens[1:])]
+    rows = [_row(0), _row(1, **{"tokens/zeroed": tokens}), _row(2), _row(3, **{"tokens/zeroed": tokens[1:]})]
     run = write_run(tmp_path / "llm_m2po", rows, kind="llm", method="m2po", staleness=4)
     at = _open_dir(apptest, run)
     html = [m.value for m in at.markdown if "<mark" in m.value]

@@ -122,7 +122,7 @@ def test_vocabularies_above_256_keep_their_tokens(one_thread):
         __import__("torch").uint8, __import__("torch").int16, __import__("torch").int32)
     cfg = get_preset("quick", methods=("m2po",), staleness=(0,), updates=4, vocab_size=300, warm_start_steps=5)
     for out, per_run in BatchedStudy(cfg).steps():
-        assert float(out["m2"][0]) == 0.0 and float(per_run[0]["m2po/mask_frac"]) == 0.0
+        assert float(per_run[0]["is/m2"]) == 0.0 and float(per_run[0]["clip/frac"]) == 0.0
 
 
 # ---------------------------------------------------------------- train-llm

@@ -139,7 +139,9 @@ def _check_case(seed, kind, rank, world, group):
 
 def _check_errors(rank, world, group):
     """A bad input on one rank raises on every rank (nobody waits); so does a dtype mismatch."""
-    logp, old, adv, mask = -torch.rand(2, 3), -torch.rand(2, 3), torch.randn(2), torch.ones(2, 3)
+    g = torch.Generator().manual_seed(rank)
+    logp, old, adv = -torch.rand(2, 3, generator=g), -torch.rand(2, 3, generator=g), torch.randn(2, generator=g)
+    mask = torch.ones(2, 3)
     if rank == 1:
         mask = mask.clone()
         mask[0, 0] = 0.5

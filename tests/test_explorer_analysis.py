@@ -32,7 +32,7 @@ def row(update: int, **extra) -> dict:
 
 @pytest.fixture
 def llm_dir(tmp_path):
-    rows = [row(0), row(1, masked_tokens=TOKENS), row(2), row(3, masked_tokens=TOKENS[:1], **{"eval/accuracy": 0.5})]
+    rows = [row(0), row(1, **{"tokens/zeroed": TOKENS}), row(2), row(3, **{"tokens/zeroed": TOKENS[:1], "eval/accuracy": 0.5})]
     return write_run(tmp_path / "llm_run", rows, kind="llm", method="m2po", staleness=16, seed=3)
 
 
@@ -120,7 +120,7 @@ def test_histograms_and_quantile_bands(study_dir):
 def test_numeric_keys_and_values_at(study_dir):
     study = rd.load_study(study_dir)
     keys = an.numeric_keys(study.runs)
-    assert {"reward", "clip/frac", "eval/reward", "m2po/mask_frac", "kl/k3"} <= set(keys)
+    assert {"reward", "clip/frac", "eval/reward", "is/m2", "m2po/m2_before", "kl/k3"} <= set(keys)
     assert "update" not in keys and rd.HIST_KEY not in keys and rd.QUANTILE_KEY not in keys
     run = study.runs[0]
     at = an.values_at(run, ["reward", "eval/reward"], 5)
@@ -182,7 +182,7 @@ def test_llm_style_run(llm_dir):
     assert an.masked_tokens_at(run, 2) == (1, TOKENS)
     assert an.masked_tokens_at(run, 99) == (3, TOKENS[:1])
     assert an.masked_token_count(run) == 3
-    assert "eval/accuracy" in an.numeric_keys([run]) and "masked_tokens" not in an.numeric_keys([run])
+    assert "eval/accuracy" in an.numeric_keys([run]) and "tokens/zeroed" not in an.numeric_keys([run])
 
 
 def test_real_llm_run_is_readable(tmp_path):

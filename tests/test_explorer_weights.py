@@ -135,7 +135,7 @@ def test_k1_cancels_where_m2_does_not():
     out = shift_comparison(1.5)
     assert out["+d and -d"]["kl/k1"] == pytest.approx(0.0, abs=1e-7)
     assert out["both +d"]["kl/k1"] == pytest.approx(-1.5, rel=1e-6)
-    assert all(v["m2"] == pytest.approx(2.25) for v in out.values())
+    assert all(v["is/m2"] == pytest.approx(2.25) for v in out.values())
     assert out["both -d"]["kl/k3"] < out["both +d"]["kl/k3"]  # k3 is lopsided
 
 

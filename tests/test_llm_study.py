@@ -205,5 +205,5 @@ def test_the_explorer_reads_the_llm_study(apptest, study, monkeypatch):
     html = [m.value for m in at.markdown if "kept its gradient" in m.value]
     assert len(html) == 1 and "<mark style='background:#90caf9'>" in html[0]
     logged = [r["update"] for r in _rows(study / rd.RUNS / RUNS[1]) if r.get(AMP_KEY) and r["update"] <= 5]
-    assert logged, "the trainer logs amplified_tokens at update 0 (hist_every)"
+    assert logged, "the trainer logs tokens/amplified at update 0 (hist_every)"
     assert any(f"update **{max(logged)}**" in m.value for m in at.markdown)  # the latest record at or before it

@@ -11,7 +11,7 @@ from reference import areal_greedy, student_t
 ALL = sorted(LOSSES)
 REQUIRED = {"grpo", "no_tr", "gspo", "tis", "mis", "cispo", "m2po", "m2po_released", "m2po_areal"}
 COMMON_KEYS = {"clip/frac", "is/ratio_mean", "is/ratio_max", "is/log_ratio_abs_p99", "kl/k1", "kl/k3"}
-M2PO_KEYS = {"m2po/m2_before", "m2po/m2_after", "m2po/mask_frac", "m2po/threshold"}
+M2PO_KEYS = {"m2po/m2_before", "m2po/m2_after", "m2po/candidates", "m2po/kept_candidates", "m2po/threshold"}
 
 
 def run(name, log_ratio, adv, cfg=None, mask=None, **state):
@@ -109,7 +109,7 @@ def test_m2po_hand_computed():
     assert loss.tolist() == approx(expected) and grad.tolist() == approx(expected)
     assert m["m2po/m2_before"].item() == approx_metric(0.1)
     assert m["m2po/m2_after"].item() == approx_metric(0.025)
-    assert m["m2po/mask_frac"].item() == approx_metric(0.25) == m["clip/frac"].item()
+    assert m["clip/frac"].item() == approx_metric(0.25)
     assert m["m2po/threshold"].item() == approx_metric(0.5)
     # masked tokens stay in the token-mean denominator (1 / sum |o|)
     per_token = torch.tensor([expected], dtype=torch.float64)
@@ -260,8 +260,8 @@ def test_micro_batch_scope_differs_from_mini_batch_scope():
     state = batch_state("m2po", old + lr, old, adv, mask)
     _, m_micro = get_loss("m2po")(old[:1] + lr[:1], old[:1], adv[:1], mask[:1])
     _, m_mini = get_loss("m2po")(old[:1] + lr[:1], old[:1], adv[:1], mask[:1], **slice_state(state, slice(0, 1)))
-    assert m_micro["m2po/mask_frac"].item() == 0.125  # micro-batch scope: masked
-    assert m_mini["m2po/mask_frac"].item() == 0.0  # mini-batch scope: kept
+    assert m_micro["clip/frac"].item() == 0.125  # micro-batch scope: masked
+    assert m_mini["clip/frac"].item() == 0.0  # mini-batch scope: kept
 
 
 @pytest.mark.parametrize(
@@ -349,7 +349,7 @@ def test_m2po_areal_hand_computed():
     assert logp.grad[0].tolist() == approx([0.0, 0.0, 1.5])
     areal = (-1.2 * math.exp(0.5) + 1.0) / 2  # AReaL: sum over kept / number kept
     assert aggregate(per_token.detach(), mask).item() == approx(areal)
-    assert m["m2po/mask_frac"].item() == approx_metric(1 / 3)
+    assert 1 - m["m2po/kept_candidates"].item() / m["m2po/candidates"].item() == approx_metric(1 / 3)  # masked
     assert m["clip/frac"].item() == approx_metric(2 / 3)  # masked + clipped
     assert m["m2po/m2_before"].item() == approx_metric(0.17)
     assert m["m2po/m2_after"].item() == approx_metric(0.13)
@@ -361,7 +361,7 @@ def test_m2po_areal_masks_one_where_algorithm1_keeps_both():
     cfg = LossConfig(tau=0.25, region="all")
     _, grad_m2po, m_m2po = run("m2po", [0.5, 0.5], [1.0], cfg)
     loss, grad, m = run("m2po_areal", [0.5, 0.5], [1.0], cfg)
-    assert m_m2po["m2po/mask_frac"].item() == 0.0 and m["m2po/mask_frac"].item() == 0.5
+    assert m_m2po["clip/frac"].item() == 0.0 and m["clip/frac"].item() == 0.5
     # the kept token: -A r with r = pi_theta / pi_behav, twice (2 valid / 1 kept)
     assert loss.tolist() == approx([-2 * math.exp(0.5), 0.0]) and grad.tolist() == approx([-2 * math.exp(0.5), 0.0])
 

@@ -69,7 +69,7 @@ def test_bf16_m2_decision_is_the_float32_one():
     mask = torch.ones(1, 2, dtype=torch.bool)
     assert m2po_mask(lr, torch.ones(1), mask, 0.04).keep.all()
     _, _, _, metrics = _loss_and_grad("m2po", lr, torch.zeros_like(lr), torch.ones(1, dtype=torch.bfloat16), mask)
-    assert metrics["m2po/mask_frac"].item() == 0.0
+    assert metrics["clip/frac"].item() == 0.0
 
 
 @pytest.mark.parametrize("lr", [[[0.3, math.inf]], [[0.3, 300.0]]], ids=["inf", "fp16-300"])
@@ -96,7 +96,7 @@ def test_fp16_300_through_the_loss():
     mask = torch.ones(1, 2, dtype=torch.bool)
     per_token, loss, grad, metrics = _loss_and_grad("m2po", logp, old, adv, mask)
     assert torch.isfinite(loss) and torch.isfinite(grad).all() and grad[0, 1].item() == 0.0
-    assert metrics["m2po/mask_frac"].item() == 0.5 and metrics["m2po/threshold"].item() == 300.0
+    assert metrics["clip/frac"].item() == 0.5 and metrics["m2po/threshold"].item() == 300.0
 
 
 def test_waterfill_counts_an_infinite_candidate():

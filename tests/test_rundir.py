@@ -123,15 +123,36 @@ def test_config_format_and_kind_are_checked(tmp_path):
 @pytest.mark.parametrize("record, match", [
     ({"is/log_ratio_quantiles": {"q": [0.5], "v": ["x"]}}, "is/log_ratio_quantiles needs"),
     ({"is/log_ratio_hist": {"edges": [0, 1], "counts": [1, 2]}}, "is/log_ratio_hist needs"),
-    ({"entropy_by_ratio": {"edges": [0, None], "entropy": [], "counts": [1]}}, "entropy_by_ratio needs"),
-    ({"masked_tokens": [{"text": "a", "token": "b", "log_ratio": "big"}]}, "masked_tokens needs"),
-    ({"masked_tokens": "oops"}, "masked_tokens needs"),
+    ({"entropy/by_ratio": {"edges": [0, None], "entropy": [], "counts": [1]}}, "entropy/by_ratio needs"),
+    ({"tokens/zeroed": [{"text": "a", "token": "b", "log_ratio": "big"}]}, "tokens/zeroed needs"),
+    ({"tokens/zeroed": "oops"}, "tokens/zeroed needs"),
     ({"reward": "high"}, r"\['reward'\] must be numbers"),
 ])
 def test_malformed_records_are_refused_naming_the_line(tmp_path, record, match):
     run = write_run(tmp_path / "r", [row(0), {**row(1), **record}], kind="llm")
     with pytest.raises(rd.RunDirError, match="line 2 of .*" + match):
         rd.load_run(run)
+
+
+def test_keys_of_older_versions_are_read_under_todays_names(tmp_path):
+    from m2po_lab.metrics import RENAMED, RETIRED, SCHEMA, upgrade_row
+
+    tokens = [{"text": "3+4=", "token": "7", "log_ratio": 1.5}]
+    old = row(1, m2=0.25, masked_tokens=tokens, amplified_tokens=[{**tokens[0], "adv": 1.0}],
+              entropy_by_ratio={"edges": [0, None], "entropy": [0.5], "counts": [3]},
+              **{"m2po/m2_all": 0.25, "m2po/mask_frac": 0.0})
+    run = write_run(tmp_path / "old", [row(0, m2=0.5), old], kind="llm")
+    text = (run / rd.METRICS).read_text()
+    rows = rd.load_run(run).rows
+    assert rows[0]["is/m2"] == 0.5 and rows[1]["is/m2"] == 0.25 and rows[1]["tokens/zeroed"] == tokens
+    assert rows[1]["entropy/by_ratio"]["counts"] == [3] and rows[1]["tokens/amplified"][0]["adv"] == 1.0
+    assert not set(rows[1]) & (set(RENAMED) | set(RETIRED))
+    assert (run / rd.METRICS).read_text() == text  # read, never rewritten
+    assert set(RENAMED.values()) | set(RETIRED.values()) <= set(SCHEMA) and not (set(RENAMED) | set(RETIRED)) & set(SCHEMA)
+    both = {"update": 0, "m2": 9.0, "is/m2": 1.0}
+    assert upgrade_row(both) == {"update": 0, "is/m2": 1.0}  # today's name wins
+    new = row(2)
+    assert upgrade_row(new) is new
 
 
 def test_lacking_required_keys(tmp_path):

@@ -16,7 +16,7 @@ TINY = [
 ]
 SUMMARY_KEYS = {"method", "staleness", "seed", "final_reward", "peak_reward", "peak_update", "clip_frac_mean",
                 "m2_mean", "collapsed", "wall_s"}
-ROW_KEYS = {"update", "staleness", "reward", "loss", "entropy", "grad_norm", "m2", "clip/frac", "is/ratio_mean",
+ROW_KEYS = {"update", "staleness", "reward", "loss", "entropy", "grad_norm", "is/m2", "clip/frac", "is/ratio_mean",
             "is/ratio_max", "is/log_ratio_abs_p99", "kl/k1", "kl/k3", "data/fixed_ok"}
 EVAL_KEYS = ("eval/reward", "eval/fixed_ok", "eval/fork_acc", "eval/entropy_fixed", "eval/entropy_fork")
 
@@ -42,7 +42,7 @@ def test_cli_study_writes_every_artifact(tmp_path):
             assert ROW_KEYS <= set(r), name
             assert 0 <= r["data/fixed_ok"] <= 1, name
         if name.startswith("m2po"):
-            assert {"m2po/m2_before", "m2po/mask_frac", "m2po/threshold"} <= set(rows[0])
+            assert {"m2po/m2_before", "m2po/candidates", "m2po/threshold"} <= set(rows[0])
         evals = [r for r in rows if "eval/reward" in r]
         assert [r["update"] for r in evals] == [4, 9, 14, 19]
         for r in evals:
@@ -53,7 +53,7 @@ def test_cli_study_writes_every_artifact(tmp_path):
         assert [r["update"] for r in hists] == [0, 10, 19]
         h = hists[-1]
         assert len(h["is/log_ratio_hist"]["counts"]) == len(h["is/log_ratio_hist"]["edges"]) - 1
-        assert len(h["entropy_by_ratio"]["entropy"]) == len(h["entropy_by_ratio"]["counts"])
+        assert len(h["entropy/by_ratio"]["entropy"]) == len(h["entropy/by_ratio"]["counts"])
         s8 = [r["staleness"] for r in rows] if "_s8_" in name else None
         if s8:  # 4 updates per step, depth 2 steps: staleness 0..7 while on base batches, then 8..11
             assert s8[:8] == list(range(8)) and s8[8:12] == [8, 9, 10, 11]

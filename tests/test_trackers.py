@@ -11,7 +11,7 @@ from m2po_lab.llm import trackers as tr
 def _row(step: int) -> dict:
     """A metrics.jsonl-like row: numbers (some nested keys, some only on some steps) and values to skip."""
     row = {"update": step, "loss": 0.5 - 0.01 * step, "clip/frac": step / 10, "time/update_s": 1.25,
-           "is/log_ratio_quantiles": {"q": [0.5], "v": [0.0]}, "amplified_tokens": [{"token": "4"}],
+           "is/log_ratio_quantiles": {"q": [0.5], "v": [0.0]}, "tokens/amplified": [{"token": "4"}],
            "reward_mode": "flexible", "finished": True, "kl/k3": None}
     if step % 3 == 0:
         row["eval/accuracy"] = step / 9
@@ -21,7 +21,7 @@ def _row(step: int) -> dict:
 
 
 NUMERIC = {"update", "loss", "clip/frac", "time/update_s", "eval/accuracy", "grad_norm"}
-SKIPPED = {"is/log_ratio_quantiles", "amplified_tokens", "reward_mode", "finished", "kl/k3"}
+SKIPPED = {"is/log_ratio_quantiles", "tokens/amplified", "reward_mode", "finished", "kl/k3"}
 
 
 def _same(a, b) -> bool:

@@ -100,7 +100,7 @@ def headline(ex: dict) -> None:
     cols = st.columns(5)
     cols[0].metric("M2 before (candidates)", number(m2po["m2po/m2_before"]), help="mean (log r)^2, harmful quadrants")
     cols[1].metric("M2 after M2PO", number(m2po["m2po/m2_after"]), help="the same mean over the kept candidates: <= tau")
-    cols[2].metric("M2PO mask fraction", percent(m2po["m2po/mask_frac"]), help="m2po/mask_frac: valid tokens masked")
+    cols[2].metric("M2PO mask fraction", percent(m2po["clip/frac"]), help="clip/frac of m2po: valid tokens masked")
     cols[3].metric("GRPO clip fraction", percent(grpo["clip/frac"]), help="clip/frac of GRPO: valid tokens clipped")
     cols[4].metric("M2PO threshold |log r|", threshold_text(m2po["m2po/threshold"]), help="smallest masked |log r|")
 
@@ -155,7 +155,7 @@ def weights_section(frame: pd.DataFrame, symlog_x: bool) -> None:
 
 def kl_section(ex: dict) -> None:
     m = ex["metrics"]["m2po"]
-    k1, k3, m2 = m["kl/k1"], m["kl/k3"], m["m2po/m2_all"]
+    k1, k3, m2 = m["kl/k1"], m["kl/k3"], m["is/m2"]
     cols = st.columns(3)
     cols[0].metric("KL k1 = mean(-log r)", number(k1))
     cols[1].metric("KL k3 = mean(r - 1 - log r)", number(k3))

@@ -159,7 +159,7 @@ def hist_section(study: rd.Study, k: int) -> None:
                "bins are not drawn; the outermost bins also count the tokens beyond them (the record clamps).")
     cols = st.columns(len(study.methods))
     for col, m in zip(cols, study.methods):
-        m2 = [an.values_at(r, ["m2"], u)["m2"] for r in an.select(sel, m)]
+        m2 = [an.values_at(r, ["is/m2"], u)["is/m2"] for r in an.select(sel, m)]
         m2 = [x for x in m2 if x is not None]
         col.metric(f"{m} M2 at this update", number(float(np.mean(m2))) if m2 else "—",
                    help="m2 = mean (log r)^2 over the trained batch, mean over seeds")
@@ -222,7 +222,7 @@ with left:
 with right:
     st.subheader("Entropy by |r - 1|")
     st.altair_chart(charts.entropy_chart(study, k, MIN_BIN_TOKENS), width="stretch")
-    st.caption(f"Token-weighted mean entropy of each bin (entropy_by_ratio) at staleness {k}, every recorded update "
+    st.caption(f"Token-weighted mean entropy of each bin (entropy/by_ratio) at staleness {k}, every recorded update "
                f"of every seed pooled; bins with >= {MIN_BIN_TOKENS} tokens.")
 st.subheader("Importance weights over training")
 hist_section(study, k)

@@ -20,7 +20,7 @@ from m2po_lab.explorer import analysis as an
 from m2po_lab.explorer import charts
 from m2po_lab.llm.study_records import AMP_KEY
 
-DEFAULT_METRICS = ("reward", "eval/reward", "eval/accuracy", "clip/frac", "m2")
+DEFAULT_METRICS = ("reward", "eval/reward", "eval/accuracy", "clip/frac", "is/m2")
 MAX_DEFAULT_RUNS = 4
 BAND_COLOR = "#1f77b4"
 
@@ -124,7 +124,7 @@ def bands_section(loaded: list[rd.Run], cursor: int, interactive: bool) -> None:
         st.info("No is/log_ratio_quantiles records in these runs.")
         return
     if interactive:
-        st.altair_chart(charts.bands_chart(frame, cursor, columns=min(frame["run"].nunique(), 2)), width="content")
+        st.altair_chart(charts.bands_chart(frame, cursor, columns=min(frame["run"].nunique(), 3)), width="content")
         return
     names = list(dict.fromkeys(frame["run"]))
     ncols = min(len(names), 4)
@@ -177,7 +177,7 @@ def amplified_html(tokens: list[dict]) -> str:
 def amplified_section(run: rd.Run, cursor: int) -> None:
     found, tokens = an.record_at(run, cursor, AMP_KEY)
     if found is None:
-        st.caption(f"{run.name}: no amplified_tokens record at or before update {cursor} (logged every hist_every "
+        st.caption(f"{run.name}: no tokens/amplified record at or before update {cursor} (logged every hist_every "
                    "updates by the LLM trainer).")
         return
     st.markdown(f"{run.name}: the {len(tokens)} tokens of update **{found}** that kept their gradient with the "
@@ -189,7 +189,7 @@ def amplified_section(run: rd.Run, cursor: int) -> None:
 def masked_section(loaded: list[rd.Run], cursor: int) -> None:
     llm = [r for r in loaded if r.kind == "llm"]
     if not llm:
-        st.caption("Masked tokens are logged by LLM runs only (config.json kind 'llm', rows with masked_tokens).")
+        st.caption("Masked tokens are logged by LLM runs only (config.json kind 'llm', rows with tokens/zeroed).")
         return
     names = [r.name for r in llm]
     name = st.selectbox("LLM run", names, key="llm_run") if len(names) > 1 else names[0]

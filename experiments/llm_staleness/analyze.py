@@ -17,10 +17,10 @@ import statistics
 
 from m2po_lab import rundir as rd
 
-KEYS = ("amp/frac", "amp/weight_share", "is/ratio_max", "m2", "grad_norm", "entropy")
+KEYS = ("amp/frac", "amp/weight_share", "is/ratio_max", "is/m2", "grad_norm", "entropy")
 
 
-MEAN_KEYS = ("amp/frac", "amp/weight_share", "m2")
+MEAN_KEYS = ("amp/frac", "amp/weight_share", "is/m2")
 """Averaged over a window; the others: the window's median (robust to one spike)."""
 
 

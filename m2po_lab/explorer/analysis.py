@@ -125,7 +125,7 @@ def record_at(run: Run, update: int, key: str) -> tuple[int | None, list[dict]]:
 
 
 def masked_tokens_at(run: Run, update: int) -> tuple[int | None, list[dict]]:
-    """The ``masked_tokens`` of the latest update <= ``update`` that logged any: (that update, tokens)."""
+    """The ``tokens/zeroed`` of the latest update <= ``update`` that logged any: (that update, tokens)."""
     return record_at(run, update, TOKENS_KEY)
 
 
@@ -179,7 +179,7 @@ def final_value(runs, key: str = "eval/reward") -> float:
 
 
 def pooled_entropy_by_ratio(runs) -> dict | None:
-    """``entropy_by_ratio`` pooled over every record of ``runs`` (the study report's pooling), as arrays."""
+    """``entropy/by_ratio`` pooled over every record of ``runs`` (the study report's pooling), as arrays."""
     pooled = pool_entropy_bins(row for run in runs for row in run.rows)
     if pooled is None:
         return None

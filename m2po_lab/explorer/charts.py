@@ -212,7 +212,7 @@ def bands_frame(runs: list[rd.Run]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "update", *cols])
 
 
-def bands_chart(frame: pd.DataFrame, cursor: int | None = None, columns: int = 2):
+def bands_chart(frame: pd.DataFrame, cursor: int | None = None, columns: int = 3):
     """One panel per run of ``frame`` (:func:`bands_frame`): light q05-q95, dark q25-q75, the median in black,
     log r = 0 in grey, the cursor dotted; tooltips give every quantile and r = exp(log r) at the median."""
     import altair as alt
@@ -229,6 +229,7 @@ def bands_chart(frame: pd.DataFrame, cursor: int | None = None, columns: int = 2
     layers = [outer, inner, median, zero]
     if cursor is not None:
         layers.append(alt.Chart().mark_rule(strokeDash=[3, 3], color="black").encode(x=alt.datum(cursor)))
-    layered = alt.layer(*layers, data=frame).properties(width=340, height=210)
+    width = {1: 640, 2: 360}.get(columns, 250)  # the panels of a row fill the page's main column
+    layered = alt.layer(*layers, data=frame).properties(width=width, height=210)
     return (layered.facet(facet=alt.Facet("run:N", title=None), columns=columns).interactive(bind_y=False)
             .configure_axis(**FONT).configure_header(labelFontSize=13))

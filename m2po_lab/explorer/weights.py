@@ -28,7 +28,7 @@ from .. import masking
 from .._checks import check_choice
 from ..aggregation import aggregate
 from ..losses import LossConfig, get_loss
-from ..metrics import importance_metrics
+from ..metrics import importance_metrics, M2
 
 METHODS = ("no_tr", "grpo", "m2po", "m2po_released", "tis", "mis", "cispo")
 """The token-level losses compared token by token (GSPO is left out: its ratio is per sequence)."""
@@ -237,7 +237,7 @@ def shift_comparison(d: float) -> dict[str, dict[str, float]]:
     for label, values in batches.items():
         lr = torch.tensor([values], dtype=torch.float64)  # (1, 2)
         m = importance_metrics(lr, torch.ones_like(lr, dtype=torch.bool))
-        out[label] = {"kl/k1": float(m["kl/k1"]), "kl/k3": float(m["kl/k3"]), "m2": float(lr.square().mean())}
+        out[label] = {"kl/k1": float(m["kl/k1"]), "kl/k3": float(m["kl/k3"]), M2: float(lr.square().mean())}
     return out
 
 

@@ -30,7 +30,7 @@ generation: ``(steps_per_generation * num_iterations) % gradient_accumulation_st
 otherwise (or with ``mask_scope="micro_batch"``, the released code's choice) each
 micro-batch decides its own mask. Cost: one extra forward pass per optimizer step.
 
-Metrics: the loss's tensors (``m2po/mask_frac``, ``m2po/m2_before``, ``clip/frac``,
+Metrics: the loss's tensors (``clip/frac``, ``is/m2``, ``m2po/m2_before``,
 ``is/ratio_max``, ...) of every process's rows, merged by each key's rule
 (:data:`m2po_lab.metrics.SCHEMA`: token-weighted means, max, min, the p99 recomputed), are
 appended to TRL's ``self._metrics`` with one host sync: once per optimizer step in the

@@ -13,6 +13,7 @@ import math
 import os
 from pathlib import Path
 
+from ..metrics import upgrade_row
 from .files import FAILPOINT_ENV, RunDirError, atomic_write_bytes, failpoint, read_bytes
 
 
@@ -51,7 +52,7 @@ def _parse(path: Path, data: bytes, tolerant: bool) -> tuple[list[dict], list[by
                     isinstance(update, bool) else f"has update={update!r}")
             gap = f": updates {prev + 1}..{update - 1} are missing" if isinstance(update, int) and update > prev + 1 else ""
             raise RunDirError(f"line {i} of {str(path)!r} {what}{gap} (line i must hold update i - 1)")
-        rows.append(row)
+        rows.append(upgrade_row(row))  # keys of older versions under today's names; the line itself unchanged
         raw.append(line + b"\n")
     return rows, raw, torn
 

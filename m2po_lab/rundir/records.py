@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..metrics import ENTROPY_BY_RATIO, TOKENS_ZEROED
 from .files import RunDirError
 
 REQUIRED_KEYS = ("update", "staleness", "reward", "loss", "entropy", "grad_norm", "clip/frac", "is/ratio_mean",
                  "is/ratio_max", "is/log_ratio_abs_p99", "kl/k1", "kl/k3")
 """Keys every metrics.jsonl line carries (docs/run_format.md)."""
 QUANTILE_KEY, HIST_KEY, ENTROPY_KEY, TOKENS_KEY = (
-    "is/log_ratio_quantiles", "is/log_ratio_hist", "entropy_by_ratio", "masked_tokens")
+    "is/log_ratio_quantiles", "is/log_ratio_hist", ENTROPY_BY_RATIO, TOKENS_ZEROED)
 
 
 def _number(v) -> bool:
@@ -58,7 +59,7 @@ def check_row(row: dict, line: int, path: Path) -> None:
 
 
 def pool_entropy_bins(rows) -> dict | None:
-    """Token-weighted mean entropy per |r-1| bin over every ``entropy_by_ratio`` record in ``rows``.
+    """Token-weighted mean entropy per |r-1| bin over every ``entropy/by_ratio`` record in ``rows``.
 
     The pooling of the study report's phenomenon-5 check and of the explorer's entropy chart.
     """

@@ -20,7 +20,7 @@ from ..histograms import log_ratio_histograms
 from .config import StudyConfig
 from .runner import AGE_MAX, AGE_MEAN, BatchedStudy
 
-COMMON_KEYS = ("reward", "m2", "entropy", "grad_norm", "staleness", "data/fixed_ok", AGE_MEAN, AGE_MAX)
+COMMON_KEYS = ("reward", "entropy", "grad_norm", "staleness", "data/fixed_ok", AGE_MEAN, AGE_MAX)
 """Per-update values the runner returns for every run (beside each loss's own metrics)."""
 
 OWNED = (rd.CONFIG, rd.SUMMARY, rd.REPORT, rd.CHECKPOINT, rd.CHECKPOINT + ".tmp", rd.RUNS, "figures")

@@ -151,7 +151,7 @@ def competence(study: Study) -> Figure | None:
 
 
 def entropy_vs_ratio(bins: dict, staleness: int, min_tokens: int = 20) -> Figure:
-    """Mean token entropy by |r - 1| bin (the paper's Fig. 3b), from pooled ``entropy_by_ratio`` records."""
+    """Mean token entropy by |r - 1| bin (the paper's Fig. 3b), from pooled ``entropy/by_ratio`` records."""
     fig, (ax,) = _figure()
     edges = [e if e is not None else float("inf") for e in bins["edges"]]
     labels = [f"{a:g}-{b:g}" if b != float("inf") else f">{a:g}" for a, b in zip(edges, edges[1:])]
@@ -203,5 +203,5 @@ def make_figures(out: Path, study: Study, entropy_bins: dict | None) -> list[Pat
 
 
 def pooled_entropy_bins(study: Study, staleness: int) -> dict | None:
-    """``entropy_by_ratio`` pooled over every record of the runs at ``staleness``."""
+    """``entropy/by_ratio`` pooled over every record of the runs at ``staleness``."""
     return pool_entropy_bins(row for r in study.runs if r.staleness == staleness for row in r.rows)

@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 
 from .. import rundir as rd
+from ..metrics import M2
 from ..rundir import Run, atomic_write_text
 from .config import StudyConfig
 from .figures import make_figures, pooled_entropy_bins
@@ -23,7 +24,7 @@ def summarize_run(run: Run, updates: int, wall_s: float) -> dict:
     peak = ys[peak_i] if ys else float("nan")
     clip = [r["clip/frac"] for r in run.rows]
     steady = [r["clip/frac"] for r in run.rows if r["update"] >= run.staleness]  # every batch exactly k stale
-    m2 = [r["m2"] for r in run.rows]
+    m2 = [r[M2] for r in run.rows]
     start = run.config["start_reward"]
     return {
         "method": run.method, "staleness": run.staleness, "seed": run.seed, "start_reward": start,

@@ -195,7 +195,6 @@ class BatchedStudy:
             "reward": mb["rewards"].mean(1),
             # what the (stale) batch shows of the fixed positions, against eval/fixed_ok (the policy now)
             "data/fixed_ok": self.task.fixed_ok(mb["prompts"], responses).float().mean(1),
-            "m2": log_ratio.square().mean((1, 2)),
             "entropy": ent.detach().mean((1, 2)),
             "grad_norm": grad_norm,
             "staleness": ages.double().mean(1),  # an integer for stale-k batches (the driver writes it as one)
