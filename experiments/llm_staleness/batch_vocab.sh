@@ -4,7 +4,7 @@
 # (the model keeps ~eps/V of probability on every token, a pretrained LM's tail), grpo / m2po / no_tr
 # at s=0 and s=256, its own warm start; then analyze.py.
 #   bash experiments/llm_staleness/batch_vocab.sh                 # 3 seeds, the preset's warm-start lr 1e-3
-#                                                                 # -> runs/t1_vocab495_ws1e-3 (~45 min on 2 cores)
+#                                                                 # -> runs/t1_vocab495_ws1e-3 (~17 min on 2 cores)
 #   OUT=runs/t1_vocab495 SEEDS="0 1" WS_LR=3e-3 bash experiments/llm_staleness/batch_vocab.sh
 #                                                                 # the first measurement: 2 seeds, lr 3e-3 (~25 min)
 set -euo pipefail
