@@ -59,14 +59,14 @@ def summarize_llm_run(run: rd.Run, updates: int, max_grad_norm: float) -> dict:
     run = with_start_reward(run)
     wall = (run.config.get("summary") or {}).get("wall_s", float("nan"))
     entry = summarize_run(run, updates, wall)
-    k, tail = run.staleness, int(0.9 * updates)
+    k, tail = run.staleness, int(0.9 * updates)  # entropy_final, response_len_final
     if k is None:
         raise ValueError(f"{run.path!r}: the run has no staleness, so its steady state is undefined")
     acc = [(r["update"], r[EVAL_ACC]) for r in run.rows if isinstance(r.get(EVAL_ACC), (int, float))]
     grads = _values(run, GRAD_NORM)
     entry.update({
         "start_accuracy": (run.config.get("start") or {}).get(EVAL_ACC),
-        "final_accuracy": _fmean([a for u, a in acc if u >= tail] or [a for _, a in acc[-1:]]),
+        "final_accuracy": rd.final_mean(acc, updates),
         "peak_accuracy": max((a for _, a in acc), default=float("nan")),
         "ratio_max_median": _median(_values(run, RATIO_MAX, k)),
         "ratio_max_worst": max(_values(run, RATIO_MAX), default=float("nan")),

@@ -73,7 +73,11 @@ def test_steady_fraction_and_final_reward_match_the_summary(study_dir):
         assert len(sel) == 1
         assert math.isclose(an.steady_fraction(sel), s["clip_frac_steady"], rel_tol=1e-9, abs_tol=1e-12)
         x, y = an.series(sel[0], "eval/reward")
-        assert list(x) == [3, 7, 11] and an.final_value(sel) == y[-1]
+        assert list(x) == [3, 7, 11] and an.final_value(sel) == y[-1]  # no update count: the last evaluation
+        updates = study.config["updates"]  # 12: the last 10% holds update 11 only
+        assert an.final_value(sel, updates=updates) == s["final_reward"]  # the page's headline is the summary's
+    assert rd.final_mean([(0, 1.0), (5, 2.0), (9, 4.0), (10, 6.0)], updates=10) == 5.0  # updates 9 and 10 >= 0.9 x 10
+    assert rd.final_mean([(0, 1.0), (5, 2.0)], updates=10) == 2.0 and math.isnan(rd.final_mean([], 10))
     grpo = [an.steady_fraction(an.select(study.runs, "grpo", k)) for k in (0, 8)]
     assert grpo[1] > grpo[0]  # the page shows these: staleness changes the clip fraction
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..rundir import HIST_KEY, QUANTILE_KEY, TOKENS_KEY, Run, pool_entropy_bins
+from ..rundir import HIST_KEY, QUANTILE_KEY, TOKENS_KEY, Run, final_mean, pool_entropy_bins
 
 
 def study_cache_dir(config: dict, root=None) -> Path:
@@ -172,10 +172,11 @@ def steady_fraction(runs, key: str = "clip/frac") -> float:
     return float(np.mean(per_run)) if per_run else float("nan")
 
 
-def final_value(runs, key: str = "eval/reward") -> float:
-    """Mean over seeds of the last logged ``key``; nan when never logged."""
-    last = [y[-1] for _, y in (series(r, key) for r in runs) if len(y)]
-    return float(np.mean(last)) if last else float("nan")
+def final_value(runs, key: str = "eval/reward", updates: int | None = None) -> float:
+    """Mean over seeds of the final ``key`` (:func:`m2po_lab.rundir.final_mean`: over the last 10% of ``updates``,
+    summary.json's ``final_reward``; the last logged value when ``updates`` is None); nan when never logged."""
+    finals = [final_mean(zip(x.tolist(), y.tolist()), updates) for x, y in (series(r, key) for r in runs) if len(x)]
+    return float(np.mean(finals)) if finals else float("nan")
 
 
 def pooled_entropy_by_ratio(runs) -> dict | None:

@@ -11,7 +11,7 @@ from .discover import Entry, discover, find_runs
 from .environment import environment, environment_changes, environment_lines
 from .files import (CHECKPOINT, CONFIG, FORMAT, LOCK, METRICS, REPORT, RUNS, SUMMARY, RunDirError, atomic_write_text,
                     json_number, read_json, remove_owned, write_json)
-from .layout import (Run, Study, dir_signature, eval_curve, is_study_dir, load_run, load_study, read_config, run_name, run_study_dir,
+from .layout import (FINAL_TAIL, Run, Study, dir_signature, eval_curve, final_mean, is_study_dir, load_run, load_study, read_config, run_name, run_study_dir,
                      study_progress, under_root)
 from .lock import DirLock, is_locked
 from .metrics_io import MetricsWriter, read_metrics, scan_metrics
@@ -22,7 +22,7 @@ __all__ = [
     "remove_owned",
     "CHECKPOINT", "CONFIG", "ENTROPY_KEY", "FORMAT", "HIST_KEY", "LOCK", "METRICS", "QUANTILE_KEY", "REPORT",
     "REQUIRED_KEYS", "RUNS", "SUMMARY", "TOKENS_KEY", "DirLock", "Entry", "MetricsWriter", "Run", "RunDirError",
-    "Study", "atomic_write_text", "eval_curve", "check_row", "dir_signature", "discover", "environment", "environment_changes",
+    "FINAL_TAIL", "Study", "atomic_write_text", "eval_curve", "final_mean", "check_row", "dir_signature", "discover", "environment", "environment_changes",
     "environment_lines", "find_runs", "is_locked", "is_study_dir", "json_number", "load_checkpoint", "load_run",
     "load_study", "pool_entropy_bins", "read_config", "read_json", "read_metrics", "remove_checkpoint", "run_name",
     "save_checkpoint", "scan_metrics", "study_progress", "under_root", "write_json",

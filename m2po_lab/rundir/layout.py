@@ -241,6 +241,20 @@ def eval_curve(run: Run, key: str = "eval/reward") -> tuple[np.ndarray, np.ndarr
     return np.array([p[0] for p in pts], dtype=int), np.array([p[1] for p in pts], dtype=float)
 
 
+FINAL_TAIL = 0.9
+"""A study's "final" value is the mean over the logged values at 0-based updates >= 0.9 x its updates."""
+
+
+def final_mean(points, updates: int | None) -> float:
+    """The studies' "final" value of ``(update, value)`` points: their mean over updates >= 0.9 x ``updates``
+    (the last 10%), else (none there, or ``updates`` None) the last value; nan when there are none."""
+    pts = list(points)
+    if not pts:
+        return math.nan
+    tail = [v for u, v in pts if updates is not None and u >= FINAL_TAIL * updates] or [pts[-1][1]]
+    return float(np.mean(tail))
+
+
 def finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 

@@ -18,8 +18,7 @@ def summarize_run(run: Run, updates: int, wall_s: float) -> dict:
     """The summary.json entry of one run (every key is defined in docs/metrics.md)."""
     pts = [(r["update"], r["eval/reward"]) for r in run.rows if r.get("eval/reward") is not None]
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-    tail = [y for x, y in zip(xs, ys) if x >= 0.9 * updates] or ys[-1:]
-    final = statistics.fmean(tail) if tail else float("nan")
+    final = rd.final_mean(pts, updates)
     peak_i = max(range(len(ys)), key=ys.__getitem__) if ys else 0
     peak = ys[peak_i] if ys else float("nan")
     clip = [r["clip/frac"] for r in run.rows]

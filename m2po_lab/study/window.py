@@ -26,6 +26,7 @@ import torch
 
 from .._checks import check_choice, check_nonnegative_int, check_positive
 from ..losses import LOSSES
+from ..rundir import FINAL_TAIL
 from .config import PRESETS, get_preset
 from .runner import BatchedStudy, RunSpec
 
@@ -78,7 +79,7 @@ class WindowConfig:
 def eval_updates(cfg) -> list[int]:
     """The 0-based updates whose evaluation enters ``final_reward``: the last 10%, else the last evaluation."""
     evals = [u for u in range(cfg.updates) if (u + 1) % cfg.eval_every == 0 or u == cfg.updates - 1]
-    return [u for u in evals if u >= 0.9 * cfg.updates] or evals[-1:]
+    return [u for u in evals if u >= FINAL_TAIL * cfg.updates] or evals[-1:]
 
 
 def train_finals(cfg, specs: list[RunSpec], progress: bool = False) -> dict[RunSpec, float]:
