@@ -13,13 +13,15 @@ policy of update *t − k*. Every token then carries an importance ratio
 the staleness *k* grows.
 
 - **GRPO / PPO** clip `r` to `[1 − ε, 1 + ε]`: with stale data the clip zeroes the gradient
-  of many tokens, and those are the informative, high-entropy ones.
+  of many tokens, and the paper finds those are the informative, high-entropy ones (entropy
+  rises with `|r − 1|`: each study here checks it as its phenomenon 5).
 - **No trust region** (plain `r·A`) uses every token; in the paper it prospers, then
   collapses (in this package's toy and tiny-transformer studies it prospers, then stalls:
   the study page shows each study's verdicts).
 - **M2PO** ([{PAPER}]({PAPER_URL}), Algorithm 1) bounds the second moment
-  `M2 = mean (log r)²` of the trust-region tokens by masking only the few largest ones,
-  until `M2 ≤ τ` (τ = 0.04 in every experiment of the paper).
+  `M2 = mean (log r)²` of the trust-region tokens by masking those with the largest
+  `(log r)²` until `M2 ≤ τ` (τ = 0.04 in every experiment of the paper, where it masks
+  0.06% of tokens; the study page shows how many it masks here).
 
 The pages below let you move the knobs and watch what each method does to each token.
 All computation comes from the `m2po_lab` package: the same registered losses a trainer runs.
