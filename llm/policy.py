@@ -3,6 +3,8 @@ warm-started), the prompt-length check and held-out accuracy under the run's rew
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 import torch
@@ -101,3 +103,19 @@ def evaluate(model, tok, cfg: TrainConfig, eval_set, autocast) -> dict[str, floa
     return out
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """No "Loading weights" / "Writing model shards" bars from transformers while the trainer or a study
+    draws its own progress (and none at all with ``--no-progress`` or without a terminal)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers is needed by the trainer anyway
+        yield
+        return
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()

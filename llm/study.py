@@ -31,6 +31,7 @@ from pathlib import Path
 
 from m2po_lab import rundir as rd
 
+from .policy import quiet_transformers
 from .study_config import LLMStudyConfig, train_config
 from .study_warmstart import WARM_DIR, WarmStartFailed, ensure_warm_start
 
@@ -95,7 +96,7 @@ def _train(cfg: LLMStudyConfig, out: Path, resume: bool, workers: int, progress:
         print(f"study-llm: warm start ({cfg.warm_start_steps} supervised steps, once for every run) ...",
               file=sys.stderr, flush=True)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model, warm = ensure_warm_start(cfg, out, progress)
     except WarmStartFailed:
         if not resume:  # leave --out as it was: the same command with another seed can use it
@@ -141,7 +142,7 @@ def _train_one(cfg_dict: dict, run_dir: str, resume: bool) -> dict:
     from .trainer import train
 
     torch.set_num_threads(1)
-    with _quiet_transformers():
+    with quiet_transformers():
         if resume:
             return resume_run(run_dir, progress=False)
         return train(TrainConfig.from_dict(cfg_dict), run_dir, progress=False)
@@ -186,23 +187,6 @@ def _plain_main():
     finally:
         if saved is not None:
             sys.modules["__main__"] = saved
-
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    """No "Loading weights" bars from transformers while a study draws its own progress."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover - transformers is needed by the trainer anyway
-        yield
-        return
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
 
 
 class _Monitor:

@@ -34,7 +34,7 @@ from m2po_lab.metrics import M2, TOKENS_ZEROED, importance_metrics, masked_mean,
 from m2po_lab.staleness import StaleQueue
 
 from .config import TrainConfig
-from .policy import check_prompts, device_of, evaluate, load_policy
+from .policy import check_prompts, device_of, evaluate, load_policy, quiet_transformers
 from .rollout import batch_bytes, load_tasks, logp_and_entropy, rollout
 from .run_dir import RunDir, check_out, histograms, read_run, to_row, zeroed_examples
 from .rewards import check_reward_available
@@ -131,16 +131,17 @@ def train(cfg: TrainConfig, out_dir, *, resume: bool = False, progress: bool = T
     check_report_to(cfg.report_to)
     use_bf16 = cfg.bf16 and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
-    task, eval_set = load_tasks(cfg, progress)  # bad data / model / prompt lengths fail before OUT is written
-    loaded = load_policy(cfg, None, task, device) if cfg.model is not None else None
-    if loaded is not None:
-        check_prompts(loaded[1], loaded[0], cfg, task, eval_set)
-    with RunDir(out_dir, cfg.to_dict(), resume, device=str(device)) as run:
-        model, tok, sft = loaded if loaded is not None else load_policy(cfg, run, task, device, progress)
-        if run.meta.get("start") is None:
-            run.meta["start"] = {**sft, **evaluate(model, tok, cfg, eval_set, autocast)}
-            run.write_meta()
-        return _rl(cfg, run, model, tok, task, eval_set, autocast, progress)
+    with quiet_transformers():  # the SFT and RL bars show progress; transformers' own bars stay off
+        task, eval_set = load_tasks(cfg, progress)  # bad data / model / prompt lengths fail before OUT is written
+        loaded = load_policy(cfg, None, task, device) if cfg.model is not None else None
+        if loaded is not None:
+            check_prompts(loaded[1], loaded[0], cfg, task, eval_set)
+        with RunDir(out_dir, cfg.to_dict(), resume, device=str(device)) as run:
+            model, tok, sft = loaded if loaded is not None else load_policy(cfg, run, task, device, progress)
+            if run.meta.get("start") is None:
+                run.meta["start"] = {**sft, **evaluate(model, tok, cfg, eval_set, autocast)}
+                run.write_meta()
+            return _rl(cfg, run, model, tok, task, eval_set, autocast, progress)
 
 
 def _update_row(cfg: TrainConfig, tok, update: int, staleness: int, reward: float, scalars: dict,
@@ -209,7 +210,7 @@ def _rl(cfg: TrainConfig, run: RunDir, model, tok, task, eval_set, autocast, pro
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(reward=f"{row['reward']:.3f}", m2=f"{row[M2]:.4f}",
-                                    mask=f"{row['clip/frac']:.4f}")
+                                    zeroed=f"{row['clip/frac']:.4f}")
             if cfg.checkpoint_every and update - last_ckpt >= cfg.checkpoint_every and update < cfg.updates:
                 _checkpoint(run, model, optimizer, queue, update, wall_before + time.time() - t_start)
                 last_ckpt = update
