@@ -10,7 +10,7 @@ PRESET_NAMES = ("tiny-arith",)  # kept in sync with config.PRESETS (a test check
 
 def _cmd_train_llm(args: argparse.Namespace) -> int:
     try:
-        from m2po_lab.cliutil import dataclass_overrides
+        from m2po_lab.cliutil import dataclass_overrides, show_progress
 
         from .config import TrainConfig, get_preset
         from .trainer import resume, train
@@ -19,13 +19,13 @@ def _cmd_train_llm(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.resume:
-            summary = resume(args.resume, progress=not args.no_progress and sys.stderr.isatty())
+            summary = resume(args.resume, progress=show_progress(args))
             out = args.resume
         else:
             if args.out is None:
                 raise ValueError("out: give --out DIR (or --resume DIR)")
             cfg = get_preset(args.preset, **dataclass_overrides(args, TrainConfig))
-            summary = train(cfg, args.out, progress=not args.no_progress and sys.stderr.isatty())
+            summary = train(cfg, args.out, progress=show_progress(args))
             out = args.out
     except ValueError as err:
         print(f"m2po-lab train-llm: error: {err}", file=sys.stderr)
@@ -89,14 +89,14 @@ def _default_workers() -> int:
 
 def _cmd_study_llm(args: argparse.Namespace) -> int:
     try:
-        from m2po_lab.cliutil import dataclass_overrides
+        from m2po_lab.cliutil import dataclass_overrides, show_progress
 
         from .study import run_study_llm
         from .study_config import LLMStudyConfig, get_preset
     except ImportError as err:  # transformers missing
         print(f"m2po-lab study-llm: error: {err} (pip install 'm2po-lab[llm]')", file=sys.stderr)
         return 2
-    progress = not args.no_progress and sys.stderr.isatty()
+    progress = show_progress(args)
     try:
         cfg = get_preset(args.preset, **dataclass_overrides(args, LLMStudyConfig))
         workers = _default_workers() if args.workers is None else args.workers

@@ -17,12 +17,12 @@ def _cmd_losses(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from .cliutil import dataclass_overrides
+    from .cliutil import dataclass_overrides, show_progress
     from .study import StudyConfig, get_preset, run_study
 
     try:
         cfg = get_preset(args.preset, **dataclass_overrides(args, StudyConfig))
-        summary = run_study(cfg, args.out, progress=not args.no_progress, threads=args.threads, force=args.force)
+        summary = run_study(cfg, args.out, progress=show_progress(args), threads=args.threads, force=args.force)
     except ValueError as e:  # a bad option or an unusable --out (RunDirError): say so, write nothing
         print(f"m2po-lab study: error: {e}", file=sys.stderr)
         return 2
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="default", help=f"one of {sorted(PRESETS)} (default: default)")
     p.add_argument("--out", default="runs/study", help="output directory (default: runs/study)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for tiny tensors)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none off a terminal either)")
     p.add_argument("--force", action="store_true", help="start over: remove the study already in --out first")
     add_dataclass_options(p, StudyConfig)
     p.set_defaults(func=_cmd_study)

@@ -128,3 +128,10 @@ def config_from_dict(cls, d: dict):
             v = tuple(v)
         kw[k] = v
     return cls(**kw)
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal and without ``--no-progress`` (every CLI command decides the same way)."""
+    import sys
+
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()

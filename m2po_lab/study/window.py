@@ -198,7 +198,7 @@ PROG = "m2po-lab window"
 def _cmd_window(args) -> int:
     import sys
 
-    from ..cliutil import dataclass_overrides
+    from ..cliutil import dataclass_overrides, show_progress
 
     try:
         cfg = WindowConfig(**dataclass_overrides(args, WindowConfig))
@@ -206,7 +206,7 @@ def _cmd_window(args) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    print(format_table(find_windows(cfg, progress=not args.no_progress)))
+    print(format_table(find_windows(cfg, progress=show_progress(args))))
     return 0
 
 
@@ -228,6 +228,6 @@ def add_window_parser(sub) -> None:
     p.add_argument("--method", dest="methods", action="append", default=None,
                    help="a registered loss; repeat for more (default: m2po)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for tiny tensors)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (there are none off a terminal either)")
     add_dataclass_options(p, WindowConfig, skip=("methods",))
     p.set_defaults(func=_cmd_window)

@@ -107,14 +107,14 @@ WALLCLOCK_PROG = "m2po-lab wallclock"
 
 
 def _cmd_wallclock(args: argparse.Namespace) -> int:
-    from m2po_lab.cliutil import dataclass_overrides
+    from m2po_lab.cliutil import dataclass_overrides, show_progress
 
     from .coupling import WallclockConfig, run_wallclock
     from .wallclock import table_lines
 
     try:
         cfg = WallclockConfig(**dataclass_overrides(args, WallclockConfig))
-        result = run_wallclock(cfg, args.out, progress=not args.no_progress, threads=args.threads, force=args.force)
+        result = run_wallclock(cfg, args.out, progress=show_progress(args), threads=args.threads, force=args.force)
     except ImportError as err:  # simpy missing
         print(f"{WALLCLOCK_PROG}: error: {err} (pip install 'm2po-lab[systems]')", file=sys.stderr)
         return 2
@@ -148,7 +148,7 @@ def add_wallclock_parser(sub) -> None:
     p.error = _one_line_error(p, WALLCLOCK_PROG)
     p.add_argument("--out", default="runs/wallclock", help="output directory (default: runs/wallclock)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for tiny tensors)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none off a terminal either)")
     p.add_argument("--force", action="store_true", help="start the study over")
     add_dataclass_options(p, WallclockConfig)
     p.set_defaults(func=_cmd_wallclock)
