@@ -18,6 +18,7 @@ from m2po_lab.losses import LOSSES, LossConfig
 
 TASKS = ("arith", "gsm8k", "math", "jsonl")
 MASK_SCOPES = ("minibatch", "microbatch")
+OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,11 @@ class TrainConfig:
     micro_batch_size: int = 64
     """Sequences per forward/backward (gradient accumulation inside a mini-batch)."""
     lr: float = 1e-6
-    """AdamW learning rate (the paper: 1e-6)."""
+    """Learning rate of the RL optimizer (the paper: AdamW at 1e-6)."""
+    optimizer: str = "adamw"
+    """RL optimizer: "adamw" (the paper's) or "sgd" (plain gradient steps, no per-parameter normalisation)."""
     weight_decay: float = 0.0
-    """AdamW weight decay."""
+    """Weight decay of the RL optimizer."""
     max_grad_norm: float = 1.0
     """Global gradient-norm clip (0: no clipping; the norm is still logged)."""
     max_new_tokens: int = 512
@@ -119,6 +122,7 @@ class TrainConfig:
         check_choice("mask_scope", self.mask_scope, MASK_SCOPES)
         check_choice("agg_mode", self.agg_mode, AGG_MODES)
         check_choice("reward_mode", self.reward_mode, REWARD_MODES)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if not isinstance(self.loss, LossConfig):
             raise ValueError(f"loss must be a LossConfig, got {type(self.loss).__name__}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):

@@ -19,7 +19,7 @@ from m2po_lab.aggregation import AGG_MODES
 from m2po_lab.cliutil import config_from_dict, replace_config
 from m2po_lab.losses import LOSSES, LossConfig
 
-from .config import MASK_SCOPES, TrainConfig
+from .config import MASK_SCOPES, OPTIMIZERS, TrainConfig
 from .tasks import REWARD_MODES
 
 
@@ -68,7 +68,9 @@ class LLMStudyConfig:
     """The warm start is refused (nothing trained from it) if its greedy accuracy on sums without a carry, which the
     teacher always gets right, is below this: it stayed on the SFT loss plateau. 0: no check."""
     lr: float = 1e-4
-    """RL AdamW learning rate of every run (far above the paper's 1e-6: a tiny model)."""
+    """RL learning rate of every run (far above the paper's 1e-6 with AdamW: a tiny model)."""
+    optimizer: str = "adamw"
+    """RL optimizer of every run: "adamw" (the paper's) or "sgd" (no per-parameter normalisation)."""
     updates: int = 1200
     """Optimizer updates per run."""
     prompts_per_step: int = 16
@@ -82,7 +84,7 @@ class LLMStudyConfig:
     max_grad_norm: float = 1.0
     """Global gradient-norm clip (0: none); part of the setup, as in the paper's runs."""
     weight_decay: float = 0.0
-    """AdamW weight decay."""
+    """Weight decay of the RL optimizer."""
     max_new_tokens: int = 6
     """Maximum response length in tokens (a 4-digit answer + EOS fits, with one to spare)."""
     temperature: float = 1.0
@@ -128,6 +130,7 @@ class LLMStudyConfig:
                              "answers need reward_mode 'exact' or 'digits' (or --no-little-endian --no-fixed-width)")
         check_choice("agg_mode", self.agg_mode, AGG_MODES)
         check_choice("mask_scope", self.mask_scope, MASK_SCOPES)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if not re.fullmatch(r"cpu|cuda(:\d+)?", str(self.device)):
             raise ValueError(f"device={self.device!r} is not accepted; accepted: 'cpu', 'cuda', 'cuda:N'")
         for name in ("n_digits", "hidden", "layers", "heads", "warm_start_batch", "updates", "prompts_per_step",
@@ -180,7 +183,7 @@ def train_config(cfg: LLMStudyConfig, method: str, staleness: int, seed: int, mo
         reward_mode=cfg.reward_mode, staleness=staleness,
         method=method, loss=cfg.loss, agg_mode=cfg.agg_mode, mask_scope=cfg.mask_scope,
         prompts_per_step=cfg.prompts_per_step, group_size=cfg.group_size, updates_per_step=cfg.updates_per_step,
-        micro_batch_size=cfg.micro_batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        micro_batch_size=cfg.micro_batch_size, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
         updates=cfg.updates, eval_every=cfg.eval_every, eval_prompts=cfg.eval_prompts, hist_every=cfg.hist_every,
         warm_start_steps=0, seed=seed, checkpoint_every=cfg.checkpoint_every, device=cfg.device, threads=1,

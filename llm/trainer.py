@@ -163,10 +163,17 @@ def _update_row(cfg: TrainConfig, tok, update: int, staleness: int, reward: floa
     return row
 
 
+def make_optimizer(cfg: TrainConfig, model) -> torch.optim.Optimizer:
+    """The RL optimizer: AdamW (the paper's), or plain SGD to see what Adam's per-parameter normalisation does."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def _rl(cfg: TrainConfig, run: RunDir, model, tok, task, eval_set, autocast, progress: bool) -> dict:
     """The RL loop: rollout steps through the stale queue, U updates each, one metrics line per update."""
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(cfg, model)
     U = cfg.updates_per_step
     queue: StaleQueue[dict] = StaleQueue(cfg.staleness // U)  # in rollout steps of U updates
     zero = torch.zeros(1, 1)

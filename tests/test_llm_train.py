@@ -88,8 +88,9 @@ def test_strict_reward_mode_logs_the_flexible_accuracy_too(tiny_dir, tmp_path):
     assert "eval/accuracy_flexible" in json.loads((out / "config.json").read_text())["start"]
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(tiny_dir, tmp_path, monkeypatch):
-    extra = ("--updates", 8, "--staleness", 2, "--method", "m2po", "--checkpoint-every", 4)
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_resume_after_interruption_equals_uninterrupted_run(tiny_dir, tmp_path, monkeypatch, optimizer):
+    extra = ("--updates", 8, "--staleness", 2, "--method", "m2po", "--checkpoint-every", 4, "--optimizer", optimizer)
     full = tmp_path / "full"
     assert main(_args(tiny_dir, full, *extra)) == 0
 
@@ -111,6 +112,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_dir, tmp_path, 
     assert [r["update"] for r in _rows(cut)] == list(range(8))  # no duplicate, no gap
     assert _strip(_rows(cut)) == _strip(_rows(full))
     assert not (cut / "checkpoint.pt").exists()
+    assert json.loads((full / "config.json").read_text())["config"]["optimizer"] == optimizer
 
 
 def test_behaviour_logp_equals_recomputed_on_policy(tiny_dir):
@@ -161,6 +163,7 @@ def test_presets_match_the_cli_and_validate():
     (("--staleness", "3"), "staleness"),
     (("--reward-mode", "lenient"), "reward_mode"),
     (("--warm-start-marked-frac", "1.5"), "warm_start_marked_frac"),
+    (("--optimizer", "adam"), "optimizer"),
 ])
 def test_bad_options_fail_naming_the_argument(tiny_dir, tmp_path, capsys, extra, needle):
     assert main(_args(tiny_dir, tmp_path / "x", "--updates", 1, *extra)) == 2
@@ -193,3 +196,21 @@ def test_bf16_update_on_cuda(tiny_dir, tmp_path):
     out = tmp_path / "gpu"
     assert main(_args(tiny_dir, out, "--updates", 2, "--device", "cuda", "--method", "m2po")) == 0
     assert all(r["grad_norm"] is not None for r in _rows(out))
+
+
+def test_sgd_takes_plain_gradient_steps():
+    """``optimizer="sgd"``: the step is -lr x gradient (no per-parameter normalisation); "adamw" is Adam's."""
+    layer = torch.nn.Linear(3, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, -2.0, 0.5]]))
+    for name, expected in (("sgd", [1.0 - 0.1 * 2, -2.0 - 0.1 * 4, 0.5 - 0.1 * 6]), ("adamw", None)):
+        w = layer.weight.detach().clone()
+        opt = trainer_mod.make_optimizer(TrainConfig(optimizer=name, lr=0.1), layer)
+        layer.weight.grad = torch.tensor([[2.0, 4.0, 6.0]])
+        opt.step()
+        if expected is not None:
+            assert layer.weight[0].tolist() == pytest.approx(expected)
+        else:  # Adam's first step moves every weight by lr, whatever its gradient's size
+            assert (w - layer.weight.detach()).abs()[0].tolist() == pytest.approx([0.1, 0.1, 0.1], rel=1e-4)
+        with torch.no_grad():
+            layer.weight.copy_(w)
