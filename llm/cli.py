@@ -50,7 +50,7 @@ TRAIN_GROUPS = {
         "eval_data", "n_digits", "little_endian", "fixed_width"),
     "reward": ("reward_mode",),
     "RL": ("method", "staleness", "agg_mode", "mask_scope", "prompts_per_step", "group_size", "updates_per_step",
-           "micro_batch_size", "lr", "weight_decay", "max_grad_norm", "updates", "seed"),
+           "micro_batch_size", "lr", "optimizer", "weight_decay", "max_grad_norm", "updates", "seed"),
     "warm start (the tiny model only)": ("warm_start_steps", "warm_start_lr", "warm_start_marked_frac"),
     "logging and checkpoints": ("eval_every", "eval_prompts", "hist_every", "checkpoint_every", "report_to"),
 }
