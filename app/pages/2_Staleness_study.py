@@ -136,7 +136,7 @@ def headline(study: rd.Study, k: int) -> None:
         sel = an.select(study.runs, m, k)
         col.metric(f"{m} clip/frac", percent(an.steady_fraction(sel), 3),
                    help=f"mean clip/frac over updates >= {k} (every batch exactly {k} stale), mean over seeds")
-        col.metric(f"{m} final eval/reward", number(an.final_value(sel, updates=study.config.get("updates")), 3),
+        col.metric(f"{m} final eval/reward", f"{an.final_value(sel, updates=study.config.get('updates')):.3f}",
                    help="mean eval/reward over the last 10% of updates (summary.json's final_reward), mean over seeds")
 
 

@@ -118,13 +118,18 @@ def metric_charts(loaded: list[rd.Run], metrics: list[str], log_y: list[str], wi
                 show(fig, f"{key} over updates, one line per run")
 
 
+def _band_columns(n: int) -> int:
+    """Panels per row: every run in one row up to 4 (a study's methods at one staleness), else rows of 3."""
+    return n if n <= 4 else 3
+
+
 def bands_section(loaded: list[rd.Run], cursor: int, interactive: bool) -> None:
     frame = charts.bands_frame(loaded)
     if frame.empty:
         st.info("No is/log_ratio_quantiles records in these runs.")
         return
     if interactive:
-        st.altair_chart(charts.bands_chart(frame, cursor, columns=min(frame["run"].nunique(), 3)), width="content")
+        st.altair_chart(charts.bands_chart(frame, cursor, columns=_band_columns(frame["run"].nunique())), width="content")
         return
     names = list(dict.fromkeys(frame["run"]))
     ncols = min(len(names), 4)

@@ -229,7 +229,7 @@ def bands_chart(frame: pd.DataFrame, cursor: int | None = None, columns: int = 3
     layers = [outer, inner, median, zero]
     if cursor is not None:
         layers.append(alt.Chart().mark_rule(strokeDash=[3, 3], color="black").encode(x=alt.datum(cursor)))
-    width = {1: 640, 2: 360}.get(columns, 250)  # the panels of a row fill the page's main column
+    width = {1: 640, 2: 360, 3: 250}.get(columns, 185)  # the panels of a row fill the page's main column
     layered = alt.layer(*layers, data=frame).properties(width=width, height=210)
     return (layered.facet(facet=alt.Facet("run:N", title=None), columns=columns).interactive(bind_y=False)
             .configure_axis(**FONT).configure_header(labelFontSize=13))
