@@ -36,7 +36,7 @@ TABLE1_PAPER = (
     "Llama-3.2-3B-Instruct 25.2 / 22.5 / 22.6 / 25.3 (arXiv 2510.01161).")
 
 
-def _values(run: rd.Run, key: str, since: int = 0) -> list[float]:
+def _values(run: rd.Run, key: str, since: float = 0) -> list[float]:
     return [r[key] for r in run.rows if r["update"] >= since and isinstance(r.get(key), (int, float))]
 
 
@@ -59,7 +59,7 @@ def summarize_llm_run(run: rd.Run, updates: int, max_grad_norm: float) -> dict:
     run = with_start_reward(run)
     wall = (run.config.get("summary") or {}).get("wall_s", float("nan"))
     entry = summarize_run(run, updates, wall)
-    k, tail = run.staleness, int(0.9 * updates)  # entropy_final, response_len_final
+    k, tail = run.staleness, rd.FINAL_TAIL * updates  # the last 10%, as final_reward
     if k is None:
         raise ValueError(f"{run.path!r}: the run has no staleness, so its steady state is undefined")
     acc = [(r["update"], r[EVAL_ACC]) for r in run.rows if isinstance(r.get(EVAL_ACC), (int, float))]

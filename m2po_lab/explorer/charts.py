@@ -214,7 +214,7 @@ def bands_frame(runs: list[rd.Run]) -> pd.DataFrame:
 
 def bands_chart(frame: pd.DataFrame, cursor: int | None = None, columns: int = 3):
     """One panel per run of ``frame`` (:func:`bands_frame`): light q05-q95, dark q25-q75, the median in black,
-    log r = 0 in grey, the cursor dotted; tooltips give every quantile and r = exp(log r) at the median."""
+    log r = 0 in grey, the cursor dotted; the median's tooltip gives every quantile."""
     import altair as alt
 
     x = alt.X("update:Q", title="update")

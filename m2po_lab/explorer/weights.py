@@ -28,7 +28,7 @@ from .. import masking
 from .._checks import check_choice
 from ..aggregation import aggregate
 from ..losses import LossConfig, get_loss
-from ..metrics import importance_metrics, M2
+from ..metrics import M2, importance_metrics
 
 METHODS = ("no_tr", "grpo", "m2po", "m2po_released", "tis", "mis", "cispo")
 """The token-level losses compared token by token (GSPO is left out: its ratio is per sequence)."""
